@@ -1,0 +1,33 @@
+"""nbmlp: multilayer perceptrons whose batch backpropagation is written as explicit
+index-level loops, compiled with Numba, and checked against a NumPy reference.
+
+>>> import nbmlp
+>>> net = nbmlp.MLP((4, 5, 3), seed=0)      # the lecture note's network
+>>> g = net.gradients(X, T)                 # g.W[0] is dL/dW1, g.dL_dz[2] is dL/dz^(2)
+"""
+
+from . import kernels, reference
+from .datasets import load_iris, one_hot, train_test_split
+from .engines import engine_names, get_engine, register_engine
+from .network import ACTIVATIONS, LOSSES, MLP, Gradients
+
+__version__ = "0.1.0"
+
+#: Names accepted by ``MLP(engine=...)``.
+ENGINES = engine_names()
+
+__all__ = [
+    "ACTIVATIONS",
+    "ENGINES",
+    "LOSSES",
+    "MLP",
+    "Gradients",
+    "engine_names",
+    "get_engine",
+    "kernels",
+    "load_iris",
+    "one_hot",
+    "reference",
+    "register_engine",
+    "train_test_split",
+]

@@ -1,0 +1,316 @@
+r"""The public network: :class:`MLP`, its forward pass, loss, gradients and training.
+
+Plain Python in three steps per call -- validate, allocate, dispatch -- with
+every formula computed by a kernel of the chosen engine (:mod:`nbmlp.engines`).
+
+Notation (the note's, extended to L layers, sizes ``(d0, d1, ..., dL)``)::
+
+    z0 = X                      (n x d0)   the input batch
+    h0 = sigma(z0)              (or h0 = X when input_sigmoid=False)
+    z_l = h_{l-1} W_l + b_l     (n x d_l), W_l: d_{l-1} x d_l, b_l: d_l
+    h_l = act_l(z_l)
+    L   = loss(h_L, T)          the note: ½ Σ_i Σ_k (t_ik - h_L,ik)^2
+
+Python lists are 0-based, so ``net.W[0]`` is the note's W_1 (W^(1)) and
+``net.b[0]`` is b_1; the per-layer quantities ``z``, ``h``, ``dL_dz``, ``dL_dh``
+are indexed by l itself: ``dL_dz[2]`` is the note's dL/dz^(2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engines import get_engine
+from .validation import (
+    check_dtype,
+    check_matrix,
+    check_positive_float,
+    check_positive_int,
+    check_sizes,
+)
+
+#: activation name -> (forward kernel, backward kernel).  Backward kernels take
+#: the saved output h, never z: every derivative here is a function of h.
+ACTIVATIONS = {
+    "sigmoid": ("sigmoid_forward", "sigmoid_backward"),
+    "tanh": ("tanh_forward", "tanh_backward"),
+    "relu": ("relu_forward", "relu_backward"),
+    "identity": ("identity_forward", "identity_backward"),
+    # softmax's backward is fused with the cross-entropy loss.
+    "softmax": ("softmax_forward", None),
+}
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """How a loss is computed: which kernels, and on which output."""
+
+    name: str
+    loss_kernel: str
+    backward_kernel: str
+    #: True when the loss is computed from the logits z_L and its backward
+    #: writes dL/dz_L directly (softmax + cross-entropy, fused).
+    fused_softmax: bool
+    scaling: str
+
+
+LOSSES = {
+    "half_sse": LossSpec("half_sse", "half_sse_loss", "half_sse_backward", False,
+                         "½ Σ_i Σ_k (t_ik - h_ik)^2: a sum over samples and outputs (the note's loss)"),
+    "mse": LossSpec("mse", "mse_loss", "mse_backward", False,
+                    "1/(n d) Σ_i Σ_k (t_ik - h_ik)^2: a mean over samples and outputs"),
+    "cross_entropy": LossSpec("cross_entropy", "softmax_cross_entropy_loss", "softmax_cross_entropy_backward",
+                              True, "-1/n Σ_i Σ_k t_ik log softmax(z)_ik: a mean over samples"),
+}
+
+
+@dataclass
+class Gradients:
+    r"""Everything one backward pass computes, named as in the note.
+
+    ``W[l-1]`` = dL/dW_l (d_{l-1} x d_l) and ``b[l-1]`` = dL/db_l (d_l,), shaped
+    like ``net.W`` / ``net.b``.  For l = 0..L: ``dL_dz[l]`` = dL/dz^(l) and
+    ``dL_dh[l]`` = dL/dh^(l), both n x d_l; ``dL_dz[0]`` is the gradient with
+    respect to the input batch X.  ``z[l]`` and ``h[l]`` are the forward values
+    they were computed from.  With the fused softmax + cross-entropy loss,
+    ``dL_dh[L]`` is ``None``: that loss differentiates straight to dL/dz^(L).
+    """
+
+    W: list
+    b: list
+    dL_dz: list
+    dL_dh: list
+    z: list
+    h: list
+    loss: float
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"dW{l + 1}{tuple(w.shape)}" for l, w in enumerate(self.W))
+        return f"Gradients(loss={self.loss:.6g}, {shapes})"
+
+
+def _check_activations(activation, output_activation, n_layers, loss: LossSpec) -> tuple:
+    if isinstance(activation, str):
+        names = [activation] * n_layers
+    elif hasattr(activation, "__iter__"):
+        names = list(activation)
+        if len(names) != n_layers:
+            raise ValueError(f"activation lists one name per layer: expected {n_layers}, got {len(names)}")
+    else:
+        raise TypeError(f"activation must be a name or a list of names, got {activation!r}")
+    if output_activation is not None:
+        names[-1] = output_activation
+    elif loss.fused_softmax:
+        names[-1] = "softmax"
+    for l, name in enumerate(names, start=1):
+        if not isinstance(name, str) or name not in ACTIVATIONS:
+            raise ValueError(f"activation of layer {l} must be one of {tuple(ACTIVATIONS)}, got {name!r}")
+        if name == "softmax" and (l != n_layers or not loss.fused_softmax):
+            raise ValueError("softmax is only available as the output activation with loss='cross_entropy'")
+    if loss.fused_softmax and names[-1] != "softmax":
+        raise ValueError(f"loss='cross_entropy' needs output_activation='softmax', got {names[-1]!r}")
+    return tuple(names)
+
+
+class MLP:
+    r"""A fully connected network trained by batch backpropagation.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths ``(d0, d1, ..., dL)``; the note's network is ``(4, 5, 3)``.
+    seed : int or None
+        Seed of the weight initialisation (NumPy ``default_rng``).
+    dtype : "float64" or "float32"
+        The dtype of parameters and of every computation.
+    engine : str
+        Which implementation computes the formulas; see ``nbmlp.ENGINES``.
+        ``"loops"`` (the default) runs the Numba loop kernels, ``"numpy"`` the
+        vectorized reference.
+    input_sigmoid : bool
+        The note computes ``h0 = sigma(X)``; ``False`` feeds ``h0 = X``.
+    activation : str or list of str
+        Activation of every layer (one name) or of each of the L layers.
+        One of ``sigmoid`` (the note's), ``tanh``, ``relu``, ``identity``.
+    output_activation : str or None
+        Overrides the activation of the last layer.  ``loss="cross_entropy"``
+        implies ``"softmax"``.
+    loss : str
+        ``"half_sse"`` (the note's ½ΣΣ(t - h)^2, a sum), ``"mse"`` (a mean over
+        samples and outputs) or ``"cross_entropy"`` (softmax + cross-entropy,
+        mean over samples).
+
+    Weights are drawn uniformly from ±sqrt(6 / (d_in + d_out)) (Glorot) --
+    ±sqrt(6 / d_in) (He) for relu layers -- and biases start at zero.
+    """
+
+    def __init__(self, sizes=(4, 5, 3), *, seed=None, dtype="float64", engine="loops", input_sigmoid=True,
+                 activation="sigmoid", output_activation=None, loss="half_sse"):
+        self.sizes = check_sizes(sizes)
+        self.dtype = check_dtype(dtype)
+        self._ops = get_engine(engine)
+        self.engine = engine
+        if not isinstance(input_sigmoid, (bool, np.bool_)):
+            raise TypeError(f"input_sigmoid must be True or False, got {input_sigmoid!r}")
+        self.input_sigmoid = bool(input_sigmoid)
+        if not isinstance(loss, str) or loss not in LOSSES:
+            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
+        self.loss_name = loss
+        self._loss = LOSSES[loss]
+        self.activations = _check_activations(activation, output_activation, self.n_layers, self._loss)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed must be an integer or None, got {seed!r}")
+        self.seed = seed
+        self.loss_history: list[float] = []
+        self._init_parameters(np.random.default_rng(seed))
+
+    # -- structure -----------------------------------------------------------
+
+    @property
+    def n_layers(self) -> int:
+        """L, the number of weight layers."""
+        return len(self.sizes) - 1
+
+    def _init_parameters(self, rng) -> None:
+        self.W, self.b = [], []
+        for l in range(1, len(self.sizes)):
+            d_in, d_out = self.sizes[l - 1], self.sizes[l]
+            fan = d_in if self.activations[l - 1] == "relu" else d_in + d_out
+            limit = np.sqrt(6.0 / fan)
+            self.W.append(rng.uniform(-limit, limit, size=(d_in, d_out)).astype(self.dtype))
+            self.b.append(np.zeros(d_out, dtype=self.dtype))
+
+    def set_engine(self, engine: str) -> "MLP":
+        """Switch the implementation of every kernel; returns the net."""
+        self._ops = get_engine(engine)
+        self.engine = engine
+        return self
+
+    def __repr__(self) -> str:
+        return (f"MLP(sizes={self.sizes}, activations={self.activations}, loss={self.loss_name!r}, "
+                f"dtype={self.dtype.name!r}, engine={self.engine!r}, input_sigmoid={self.input_sigmoid})")
+
+    # -- input checks --------------------------------------------------------
+
+    def _check_X(self, X, name="X"):
+        return check_matrix(X, name, self.sizes[0], self.dtype)
+
+    def _check_T(self, T, n, name="T"):
+        return check_matrix(T, name, self.sizes[-1], self.dtype, rows=n)
+
+    # -- the passes ------------------------------------------------------------
+
+    def _forward_pass(self, X):
+        """z[l], h[l] for l = 0..L on a checked batch X."""
+        ops = self._ops
+        z, h = [X], []
+        if self.input_sigmoid:
+            h0 = np.empty_like(X)
+            ops.sigmoid_forward(h0, X)
+        else:
+            h0 = X
+        h.append(h0)
+        n = X.shape[0]
+        for l in range(1, self.n_layers + 1):
+            z_l = np.empty((n, self.sizes[l]), dtype=self.dtype)
+            ops.linear_forward(z_l, h[l - 1], self.W[l - 1], self.b[l - 1])
+            h_l = np.empty_like(z_l)
+            getattr(ops, ACTIVATIONS[self.activations[l - 1]][0])(h_l, z_l)
+            z.append(z_l)
+            h.append(h_l)
+        return z, h
+
+    def _loss_value(self, z, h, T) -> float:
+        out = z[-1] if self._loss.fused_softmax else h[-1]
+        return float(getattr(self._ops, self._loss.loss_kernel)(out, T))
+
+    def _backward_pass(self, z, h, T, *, input_gradients=True):
+        """dL/dW, dL/db and the per-layer dL/dz, dL/dh (l = L down to 0)."""
+        ops = self._ops
+        L = self.n_layers
+        dW = [np.empty_like(w) for w in self.W]
+        db = [np.empty_like(b) for b in self.b]
+        dz = [None] * (L + 1)
+        dh = [None] * (L + 1)
+        if self._loss.fused_softmax:
+            dz[L] = np.empty_like(h[L])
+            getattr(ops, self._loss.backward_kernel)(dz[L], h[L], T)
+        else:
+            dh[L] = np.empty_like(h[L])
+            getattr(ops, self._loss.backward_kernel)(dh[L], h[L], T)
+        for l in range(L, 0, -1):
+            if dz[l] is None:
+                dz[l] = np.empty_like(h[l])
+                getattr(ops, ACTIVATIONS[self.activations[l - 1]][1])(dz[l], dh[l], h[l])
+            ops.linear_backward_weight(dW[l - 1], dz[l], h[l - 1])
+            ops.linear_backward_bias(db[l - 1], dz[l])
+            if l > 1 or input_gradients:
+                dh[l - 1] = np.empty_like(h[l - 1])
+                ops.linear_backward_input(dh[l - 1], dz[l], self.W[l - 1])
+        if input_gradients:
+            if self.input_sigmoid:
+                dz[0] = np.empty_like(h[0])
+                ops.sigmoid_backward(dz[0], dh[0], h[0])
+            else:
+                dz[0] = dh[0]
+        return dW, db, dz, dh
+
+    # -- public API ------------------------------------------------------------
+
+    def forward(self, X) -> np.ndarray:
+        """h_L, the network's output for the batch X (n x d0) -> (n x dL)."""
+        X = self._check_X(X)
+        return self._forward_pass(X)[1][-1]
+
+    def loss(self, X, T) -> float:
+        """The loss of the batch (X, T); for the note's loss, ½ Σ_i Σ_k (t_ik - h_L,ik)^2."""
+        X = self._check_X(X)
+        T = self._check_T(T, X.shape[0])
+        z, h = self._forward_pass(X)
+        return self._loss_value(z, h, T)
+
+    def gradients(self, X, T) -> Gradients:
+        """One forward and one backward pass: every gradient of the note, see :class:`Gradients`."""
+        X = self._check_X(X)
+        T = self._check_T(T, X.shape[0])
+        z, h = self._forward_pass(X)
+        loss = self._loss_value(z, h, T)
+        dW, db, dz, dh = self._backward_pass(z, h, T)
+        return Gradients(W=dW, b=db, dL_dz=dz, dL_dh=dh, z=z, h=h, loss=loss)
+
+    def fit(self, X, T, epochs=1000, lr=0.01, *, callback=None) -> "MLP":
+        """Full-batch gradient descent: W_l <- W_l - lr dL/dW_l, b_l <- b_l - lr dL/db_l.
+
+        Runs ``epochs`` steps on the whole batch and appends each epoch's loss
+        (before its update) to ``loss_history``.  ``callback(epoch, loss)`` is
+        called after every epoch (epochs count from 1).  If the loss becomes NaN
+        or infinite, the parameters of the last finite loss are restored and
+        ``FloatingPointError`` is raised.
+        """
+        X = self._check_X(X)
+        T = self._check_T(T, X.shape[0])
+        epochs = check_positive_int(epochs, "epochs")
+        lr = check_positive_float(lr, "lr")
+        ops = self._ops
+        params = self.W + self.b
+        last_finite = None
+        for epoch in range(1, epochs + 1):
+            z, h = self._forward_pass(X)
+            loss = self._loss_value(z, h, T)
+            dW, db, _, _ = self._backward_pass(z, h, T, input_gradients=False)
+            if not (np.isfinite(loss) and all(np.isfinite(g).all() for g in dW + db)):
+                if last_finite is not None:
+                    for param, saved in zip(params, last_finite):
+                        param[...] = saved
+                raise FloatingPointError(
+                    f"the loss or a gradient became non-finite at epoch {epoch} (loss={loss}; "
+                    f"lr={lr} may be too large); the parameters of the last finite loss were restored")
+            last_finite = [param.copy() for param in params]
+            for param, grad in zip(params, dW + db):
+                ops.sgd_update(param.reshape(-1), grad.reshape(-1), lr)
+            self.loss_history.append(loss)
+            if callback is not None:
+                callback(epoch, loss)
+        return self

@@ -1,0 +1,102 @@
+"""Input checks that run before any kernel: clear errors instead of segfaults or NaN.
+
+Kernels index arrays without bounds checks, so every public entry point passes
+its arrays through here first.  Accepted arrays are returned as fresh or
+read-only-safe C-contiguous copies in the network's dtype, so a caller's array is
+never written to and any layout (Fortran order, strided views) gives the same
+answers.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+#: The floating dtypes a network may compute in.
+DTYPES = ("float32", "float64")
+
+
+def check_dtype(dtype) -> np.dtype:
+    """Return the NumPy dtype for ``dtype`` if it is float32 or float64."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be one of {DTYPES}, got {dtype!r}") from exc
+    if resolved.name not in DTYPES:
+        raise TypeError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return resolved
+
+
+def check_sizes(sizes) -> tuple:
+    """``sizes`` = (d0, d1, ..., dL): at least two positive integers."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a sequence of positive integers like (4, 5, 3), got {sizes!r}")
+    sizes = tuple(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output width, got {sizes!r}")
+    for d in sizes:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+            raise TypeError(f"sizes must hold integers, got {d!r} in {sizes!r}")
+        if d < 1:
+            raise ValueError(f"every layer width in sizes must be >= 1, got {sizes!r}")
+    return tuple(int(d) for d in sizes)
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return int(value)
+
+
+def check_positive_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value <= 0.0:
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return value
+
+
+def check_nonnegative_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a non-negative real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0.0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return value
+
+
+def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | None = None) -> np.ndarray:
+    """Check a batch matrix and return it as a C-contiguous array of ``dtype``.
+
+    ``a`` must be 2-D, real-valued (integer or floating; bool, complex, object
+    and strings are refused), finite, non-empty, with ``width`` columns and, if
+    given, ``rows`` rows.  The result never shares memory with ``a``.
+    """
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be array-like with a numeric dtype: {exc}") from exc
+    kind = arr.dtype.kind
+    if kind not in "iuf":
+        raise TypeError(
+            f"{name} must have a real numeric dtype (integer or floating point), got dtype {arr.dtype}"
+        )
+    if arr.ndim != 2:
+        expected = f"(n, {width})" if width is not None else "(n, d)"
+        raise ValueError(f"{name} must be 2-D with shape {expected}, got an array of shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch: shape {arr.shape}; at least one sample (row) is needed")
+    if width is not None and arr.shape[1] != width:
+        raise ValueError(f"{name} must have {width} columns (shape (n, {width})), got shape {arr.shape}")
+    if rows is not None and arr.shape[0] != rows:
+        raise ValueError(f"{name} must have n = {rows} rows to match X, got shape {arr.shape}")
+    if kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    out = np.array(arr, dtype=dtype, order="C", copy=True)
+    if not np.isfinite(out).all():  # e.g. 1e300 or a huge integer cast to float32
+        raise ValueError(f"{name} holds values too large to represent in {dtype}")
+    return out
