@@ -120,3 +120,39 @@ def softmax_cross_entropy_backward(dz, p, t):
 def sgd_update(param, grad, lr):
     r"""theta <- theta - lr · dL/dtheta."""
     param -= lr * grad
+
+
+# ---------------------------------------------------------------------------
+# Twins of the update rules in nbmlp.optim (flat parameter vectors, index m)
+# ---------------------------------------------------------------------------
+
+
+def l2_gradient(grad, param, weight_decay):
+    r"""g <- g + lambda · theta."""
+    grad += weight_decay * param
+
+
+def l2_penalty(param):
+    r"""½ Σ theta²."""
+    return float(0.5 * np.sum(np.square(param, dtype=np.float64)))
+
+
+def momentum_update(param, velocity, grad, lr, momentum):
+    r"""v <- mu v - lr g;  theta <- theta + v."""
+    velocity[...] = momentum * velocity - lr * grad
+    param += velocity
+
+
+def nesterov_update(param, velocity, grad, lr, momentum):
+    r"""v <- mu v - lr g;  theta <- theta + mu v - lr g."""
+    velocity[...] = momentum * velocity - lr * grad
+    param += momentum * velocity - lr * grad
+
+
+def adam_update(param, m1, m2, grad, lr, beta1, beta2, epsilon, t):
+    r"""Adam step t (Kingma & Ba 2015, Algorithm 1), bias-corrected moments."""
+    m1[...] = beta1 * m1 + (1.0 - beta1) * grad
+    m2[...] = beta2 * m2 + (1.0 - beta2) * grad * grad
+    m_hat = m1 / (1.0 - beta1**t)
+    v_hat = m2 / (1.0 - beta2**t)
+    param -= lr * m_hat / (np.sqrt(v_hat) + epsilon)

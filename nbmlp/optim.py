@@ -1,0 +1,296 @@
+r"""Update rules as loop kernels, and the optimizers that call them.
+
+Every parameter array (``W_l``, ``b_l``) is updated through a flat view
+``theta = W_l.reshape(-1)`` (C-contiguous, so a view), indexed by a single
+index ``m``; the optimizer's state (velocity, moments) has the same flat shape.
+Each kernel's outer loop is ``prange`` over m, the slot it writes; no kernel
+reads a slot that another iteration writes, so results do not depend on the
+number of threads.  Arithmetic is in float64 and rounded once when stored.
+
+Kernels (the vectorized twins, same names and signatures, are at the end of
+:mod:`nbmlp.reference`):
+
+* :func:`l2_gradient`      -- g_m <- g_m + lambda theta_m (L2 weight decay, "coupled");
+* :func:`l2_penalty`       -- ½ Σ_m theta_m^2 (the decay's share of the loss);
+* :func:`momentum_update`  -- heavy-ball momentum;
+* :func:`nesterov_update`  -- Nesterov's accelerated gradient;
+* :func:`adam_update`      -- Adam with bias correction.
+
+The plain step ``theta_m <- theta_m - lr g_m`` is :func:`nbmlp.kernels.sgd_update`,
+shared with every engine.
+
+The momentum rules follow Sutskever, Martens, Dahl & Hinton, "On the importance
+of initialization and momentum in deep learning", ICML 2013 (eqs. 1-4), in the
+form scikit-learn's ``SGDOptimizer`` uses; Adam is Algorithm 1 of Kingma & Ba,
+"Adam: A Method for Stochastic Optimization", ICLR 2015, written with the
+bias-corrected moments m_hat and v_hat exactly as printed there.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+from numba import njit, prange
+
+from . import reference
+from ._jit import JIT_FLAGS, loop_kernel
+
+# ---------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------
+
+
+@loop_kernel
+def l2_gradient(grad, param, weight_decay):
+    r"""g_m <- g_m + lambda theta_m   -- the gradient of (lambda/2) Σ_m theta_m^2 added to dL/dtheta.
+
+    grad, param: (size,); weight_decay = lambda >= 0.
+    """
+    (size,) = param.shape
+    for m in prange(size):
+        grad[m] = grad[m] + weight_decay * param[m]
+
+
+def _l2_penalty(param):
+    r"""P = ½ Σ_m theta_m^2   (multiply by lambda for the decay term of the loss).
+
+    param: (size,).  A single serial Σ: there is no slot to split over threads.
+    """
+    (size,) = param.shape
+    acc = 0.0
+    for m in range(size):
+        theta = np.float64(param[m])
+        acc += theta * theta
+    return 0.5 * acc
+
+
+# A sum has no written index to prange over, so both compilations are serial.
+l2_penalty = njit(**JIT_FLAGS)(_l2_penalty)
+l2_penalty.serial = l2_penalty
+
+
+@loop_kernel
+def momentum_update(param, velocity, grad, lr, momentum):
+    r"""v_m <- mu v_m - lr g_m;   theta_m <- theta_m + v_m        (heavy-ball momentum).
+
+    param, velocity, grad: (size,); lr > 0, 0 <= mu = momentum < 1.
+    """
+    (size,) = param.shape
+    for m in prange(size):
+        v = momentum * velocity[m] - lr * grad[m]
+        velocity[m] = v
+        param[m] = param[m] + v
+
+
+@loop_kernel
+def nesterov_update(param, velocity, grad, lr, momentum):
+    r"""v_m <- mu v_m - lr g_m;   theta_m <- theta_m + mu v_m - lr g_m   (Nesterov momentum).
+
+    param, velocity, grad: (size,).  The look-ahead form of Sutskever et al. (2013),
+    rewritten so that the gradient is taken at the stored theta (as scikit-learn does).
+    """
+    (size,) = param.shape
+    for m in prange(size):
+        v = momentum * velocity[m] - lr * grad[m]
+        velocity[m] = v
+        param[m] = param[m] + momentum * v - lr * grad[m]
+
+
+@loop_kernel
+def adam_update(param, m1, m2, grad, lr, beta1, beta2, epsilon, t):
+    r"""Adam, step t >= 1 (Kingma & Ba 2015, Algorithm 1):
+
+        m_m <- beta1 m_m + (1 - beta1) g_m
+        v_m <- beta2 v_m + (1 - beta2) g_m^2
+        m_hat = m_m / (1 - beta1^t),   v_hat = v_m / (1 - beta2^t)
+        theta_m <- theta_m - lr m_hat / (sqrt(v_hat) + epsilon)
+
+    param, m1 (first moment m), m2 (second moment v), grad: (size,).
+    """
+    (size,) = param.shape
+    c1 = 1.0 - beta1**t
+    c2 = 1.0 - beta2**t
+    for m in prange(size):
+        g = grad[m]
+        first = beta1 * m1[m] + (1.0 - beta1) * g
+        second = beta2 * m2[m] + (1.0 - beta2) * g * g
+        m1[m] = first
+        m2[m] = second
+        m_hat = first / c1
+        v_hat = second / c2
+        param[m] = param[m] - lr * m_hat / (math.sqrt(v_hat) + epsilon)
+
+
+#: The update kernels of this module (each has a twin of the same name in nbmlp.reference).
+UPDATE_KERNEL_NAMES = ("l2_gradient", "l2_penalty", "momentum_update", "nesterov_update", "adam_update")
+
+#: Below this many parameter entries an update runs its serial compilation
+#: (the same threshold idea as nbmlp.engines.PARALLEL_MIN_WORK).
+PARALLEL_MIN_SIZE = 1 << 15
+
+
+def _auto(kernel):
+    parallel, serial = kernel, kernel.serial
+
+    def dispatch(param, *args):
+        return (serial if param.shape[0] < PARALLEL_MIN_SIZE else parallel)(param, *args)
+
+    dispatch.__name__ = kernel.__name__
+    dispatch.__doc__ = kernel.__doc__
+    return dispatch
+
+
+def update_kernels(engine: str) -> SimpleNamespace:
+    """The update kernels that go with a network engine.
+
+    ``"numpy"`` gets the NumPy twins, ``"loops-serial"`` / ``"loops-parallel"``
+    always the serial / parallel compilation, and every other engine the loop
+    kernels, serial below :data:`PARALLEL_MIN_SIZE` entries.
+    """
+    g = globals()
+    if engine == "numpy":
+        return SimpleNamespace(**{name: getattr(reference, name) for name in UPDATE_KERNEL_NAMES})
+    if engine == "loops-serial":
+        return SimpleNamespace(**{name: g[name].serial for name in UPDATE_KERNEL_NAMES})
+    if engine == "loops-parallel":
+        return SimpleNamespace(**{name: g[name] for name in UPDATE_KERNEL_NAMES})
+    return SimpleNamespace(**{name: _auto(g[name]) for name in UPDATE_KERNEL_NAMES})
+
+
+# ---------------------------------------------------------------------------
+# Optimizers: Python objects that own the state arrays and call the kernels
+# ---------------------------------------------------------------------------
+
+
+class Optimizer:
+    """Base class: ``step(params, grads, lr)`` updates every array of ``params`` in place.
+
+    ``params`` and ``grads`` are equal-length lists of C-contiguous arrays
+    (``net.W + net.b`` and the matching gradients).  State arrays are created on
+    the first step, in the parameters' dtype, and kept for later steps (so
+    ``partial_fit`` continues where the last call stopped).
+    """
+
+    name = "base"
+
+    def __init__(self, engine: str = "loops", sgd_update=None):
+        self.engine = engine
+        self._ops = update_kernels(engine)
+        self._sgd_update = sgd_update
+        self.t = 0  # number of steps taken
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_ops")
+        state["_sgd_update"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._ops = update_kernels(self.engine)
+
+    def _plain_step(self, theta, g, lr):
+        if self._sgd_update is None:
+            from .engines import get_engine
+
+            try:
+                self._sgd_update = get_engine(self.engine).sgd_update
+            except ValueError:
+                self._sgd_update = get_engine("loops").sgd_update
+        self._sgd_update(theta, g, lr)
+
+    def step(self, params, grads, lr: float) -> None:
+        self.t += 1
+        for index, (param, grad) in enumerate(zip(params, grads, strict=True)):
+            self._update(index, param.reshape(-1), grad.reshape(-1), float(lr))
+
+    def _update(self, index, theta, g, lr):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """theta <- theta - lr g (:func:`nbmlp.kernels.sgd_update`)."""
+
+    name = "sgd"
+
+    def _update(self, index, theta, g, lr):
+        self._plain_step(theta, g, lr)
+
+
+class Momentum(Optimizer):
+    """Heavy-ball momentum, or Nesterov's when ``nesterov=True``; ``momentum = 0`` is plain SGD."""
+
+    name = "momentum"
+
+    def __init__(self, momentum: float = 0.9, nesterov: bool = False, engine: str = "loops", sgd_update=None):
+        super().__init__(engine, sgd_update)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.velocity: list = []
+
+    def _update(self, index, theta, g, lr):
+        if self.momentum == 0.0:
+            self._plain_step(theta, g, lr)
+            return
+        if index == len(self.velocity):
+            self.velocity.append(np.zeros_like(theta))
+        kernel = self._ops.nesterov_update if self.nesterov else self._ops.momentum_update
+        kernel(theta, self.velocity[index], g, lr, self.momentum)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with the paper's defaults beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8."""
+
+    name = "adam"
+
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8, engine: str = "loops",
+                 sgd_update=None):
+        super().__init__(engine, sgd_update)
+        self.beta1, self.beta2, self.epsilon = float(beta1), float(beta2), float(epsilon)
+        self.m1: list = []
+        self.m2: list = []
+
+    def _update(self, index, theta, g, lr):
+        if index == len(self.m1):
+            self.m1.append(np.zeros_like(theta))
+            self.m2.append(np.zeros_like(theta))
+        self._ops.adam_update(theta, self.m1[index], self.m2[index], g, lr, self.beta1, self.beta2,
+                              self.epsilon, self.t)
+
+
+#: optimizer name -> class, as accepted by nbmlp.training and ``--optimizer``.
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+
+
+def _check_unit_interval(value, name, *, closed_left=True):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number in [0, 1), got {value!r}")
+    value = float(value)
+    low_ok = value >= 0.0 if closed_left else value > 0.0
+    if not (low_ok and value < 1.0):
+        interval = "[0, 1)" if closed_left else "(0, 1)"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return value
+
+
+def make_optimizer(name: str, *, engine: str = "loops", momentum: float = 0.9, beta1: float = 0.9,
+                   beta2: float = 0.999, epsilon: float = 1e-8, sgd_update=None) -> Optimizer:
+    """Build an optimizer by name: ``"sgd"``, ``"momentum"``, ``"nesterov"`` or ``"adam"``.
+
+    Arguments are checked here, before any kernel runs.
+    """
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    if name == "sgd":
+        return SGD(engine, sgd_update)
+    if name in ("momentum", "nesterov"):
+        momentum = _check_unit_interval(momentum, "momentum")
+        return Momentum(momentum, nesterov=(name == "nesterov"), engine=engine, sgd_update=sgd_update)
+    beta1 = _check_unit_interval(beta1, "beta1")
+    beta2 = _check_unit_interval(beta2, "beta2")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating, np.integer)) \
+            or not (np.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f"epsilon must be a finite number > 0, got {epsilon!r}")
+    return Adam(beta1, beta2, float(epsilon), engine=engine, sgd_update=sgd_update)
