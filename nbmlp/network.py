@@ -18,7 +18,7 @@ are indexed by l itself: ``dL_dz[2]`` is the note's dL/dz^(2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -182,7 +182,7 @@ class MLP:
             self.W.append(rng.uniform(-limit, limit, size=(d_in, d_out)).astype(self.dtype))
             self.b.append(np.zeros(d_out, dtype=self.dtype))
 
-    def set_engine(self, engine: str) -> "MLP":
+    def set_engine(self, engine: str) -> MLP:
         """Switch the implementation of every kernel; returns the net."""
         self._ops = get_engine(engine)
         self.engine = engine
@@ -280,7 +280,7 @@ class MLP:
         dW, db, dz, dh = self._backward_pass(z, h, T)
         return Gradients(W=dW, b=db, dL_dz=dz, dL_dh=dh, z=z, h=h, loss=loss)
 
-    def fit(self, X, T, epochs=1000, lr=0.01, *, callback=None) -> "MLP":
+    def fit(self, X, T, epochs=1000, lr=0.01, *, callback=None) -> MLP:
         """Full-batch gradient descent: W_l <- W_l - lr dL/dW_l, b_l <- b_l - lr dL/db_l.
 
         Runs ``epochs`` steps on the whole batch and appends each epoch's loss

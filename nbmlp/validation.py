@@ -96,7 +96,8 @@ def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | N
         raise ValueError(f"{name} must have n = {rows} rows to match X, got shape {arr.shape}")
     if kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    out = np.array(arr, dtype=dtype, order="C", copy=True)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported just below, in words
+        out = np.array(arr, dtype=dtype, order="C", copy=True)
     if not np.isfinite(out).all():  # e.g. 1e300 or a huge integer cast to float32
         raise ValueError(f"{name} holds values too large to represent in {dtype}")
     return out
