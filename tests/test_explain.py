@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +170,17 @@ def test_python_m_nbmlp_dispatches_to_explain(capsys):
     assert nbmlp_main(["explain", "--param", "b2[1]"]) == 0
     out = capsys.readouterr().out
     assert "nbmlp.kernels.linear_backward_bias" in out and "all agree" in out
+
+
+def test_the_readme_shows_a_real_run():
+    """The output printed in README.md is what the command prints (numbers to 1e-8)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"^\$ python -m nbmlp explain --param \"W2\[1,1\]\"\n(.*?)^```", readme, flags=re.S | re.M)
+    assert m, "README.md shows no output of python -m nbmlp explain --param \"W2[1,1]\""
+    rc, text = run("--param", "W2[1,1]")
+    assert rc == 0
+    number = re.compile(r"[+-]?\d+\.\d+(?:e[+-]\d+)?")
+    shown, actual = m.group(1).strip().splitlines(), text.strip().splitlines()
+    assert [number.sub("#", line).rstrip() for line in shown] == [number.sub("#", line).rstrip() for line in actual]
+    for a, b in zip(number.findall(m.group(1)), number.findall(text), strict=True):
+        assert float(a) == pytest.approx(float(b), abs=1e-8)

@@ -1,0 +1,156 @@
+"""The teaching documents stay true to the code.
+
+* every ``nbmlp.x.y`` cited in ``docs/*.md`` and ``README.md`` resolves (import, then getattr);
+* every line of a ```` ```python ```` block in the docs is a line of nbmlp's source (those blocks
+  quote loop nests; usage examples are ```` ```pycon ```` / ```` ```console ````);
+* the derivation cites every kernel of every engine, in both languages, and lists the note's slips;
+* every kernel's docstring carries its formula in index form, so ``help()`` teaches too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pydoc
+import re
+from pathlib import Path
+
+import pytest
+
+import nbmlp
+from nbmlp import engines, kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+DERIVATIONS = [ROOT / "docs" / "derivation.md", ROOT / "docs" / "derivation.zh.md"]
+CITING = [*DOCS, ROOT / "README.md"]
+
+CITATION = re.compile(r"(?<![\w/.])nbmlp(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+PY_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+#: an index-form term: a symbol with index letters after an underscore (h_ik, w_jk, b_k, theta_m)
+INDEXED = re.compile(r"\b[A-Za-z]+_\{?[ijkm]{1,2}\b")
+ASSIGN = re.compile(r"=|<-|←")
+
+
+def resolve(dotted: str):
+    """Import the longest importable module prefix of ``dotted``, then getattr the rest."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)  # AttributeError: the cited name does not exist
+        return obj
+    raise ImportError(dotted)
+
+
+def citations(path: Path) -> set:
+    return set(CITATION.findall(path.read_text(encoding="utf-8")))
+
+
+def test_the_documents_exist():
+    for path in DERIVATIONS:
+        assert path.is_file(), path
+    assert "docs/derivation.md" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", CITING, ids=lambda p: p.name)
+def test_every_cited_function_exists(path):
+    missing = []
+    for dotted in sorted(citations(path)):
+        try:
+            resolve(dotted)
+        except (ImportError, AttributeError) as exc:
+            missing.append(f"{dotted} ({type(exc).__name__}: {exc})")
+    assert not missing, f"{path.name} cites names that do not exist:\n  " + "\n  ".join(missing)
+
+
+def test_resolve_rejects_a_name_that_does_not_exist():
+    assert resolve("nbmlp.kernels.linear_forward") is kernels.linear_forward
+    with pytest.raises(AttributeError):
+        resolve("nbmlp.kernels.no_such_kernel")
+    with pytest.raises(AttributeError):
+        resolve("nbmlp.no_such_module.f")
+
+
+def _source_lines() -> set:
+    lines = set()
+    for path in (ROOT / "nbmlp").glob("*.py"):
+        lines.update(line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return lines
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_quoted_loops_are_the_code(path):
+    source = _source_lines()
+    blocks = PY_BLOCK.findall(path.read_text(encoding="utf-8"))
+    not_found = [line.strip() for block in blocks for line in block.splitlines()
+                 if line.strip() and not line.strip().startswith("#") and line.strip() not in source]
+    assert not not_found, f"{path.name} quotes lines that are not in nbmlp/*.py:\n  " + "\n  ".join(not_found)
+
+
+@pytest.mark.parametrize("path", DERIVATIONS, ids=lambda p: p.name)
+def test_the_derivation_cites_every_kernel(path):
+    cited = citations(path)
+    names = list(engines.KERNEL_NAMES)
+    uncited = [n for n in names if f"nbmlp.kernels.{n}" not in cited]
+    assert not uncited, f"{path.name} does not cite: {uncited}"
+    assert "nbmlp.explain.main" in cited
+
+
+@pytest.mark.parametrize("path", DERIVATIONS, ids=lambda p: p.name)
+def test_the_derivation_is_well_formed_markdown_math(path):
+    text = path.read_text(encoding="utf-8")
+    outside_code = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    assert outside_code.count("$$") % 2 == 0
+    for number, line in enumerate(outside_code.splitlines(), start=1):
+        stripped = re.sub(r"`[^`]*`", "", line).replace("$$", "")
+        assert stripped.count("$") % 2 == 0, f"{path.name}: unbalanced $ in line {number}: {line}"
+
+
+@pytest.mark.parametrize("path", DERIVATIONS, ids=lambda p: p.name)
+def test_the_derivation_lists_the_notes_slips(path):
+    text = path.read_text(encoding="utf-8")
+    for slip in ("z^{(2)}_{ik}(1 - z^{(2)}_{ik})",  # σ′ written z(1−z)
+                 "w^{(2)}_{51}",  # the repeated w41
+                 "h^{(1)}_{n5}",  # the repeated h_n4
+                 "sigmod",
+                 "b_{1i} = b_{ni}",
+                 "3 \\times 1",  # ∂L/∂b written as a column
+                 "以此类推"):
+        assert slip in text, f"{path.name} does not mention {slip!r}"
+
+
+def test_both_languages_have_the_same_sections():
+    def headings(path):
+        return [re.match(r"#+ (\d+(?:\.\d+)?)", h).group(1)
+                for h in re.findall(r"^#{2,3} \d.*$", path.read_text(encoding="utf-8"), flags=re.M)]
+
+    en, zh = (headings(p) for p in DERIVATIONS)
+    assert en == zh and len(en) >= 11
+
+
+def _kernel_functions():
+    yield from ((f"kernels.{name}", getattr(kernels, name)) for name in engines.KERNEL_NAMES)
+    optim = importlib.import_module("nbmlp.optim") if importlib.util.find_spec("nbmlp.optim") else None
+    for name in getattr(optim, "UPDATE_KERNEL_NAMES", ()):
+        yield f"optim.{name}", getattr(optim, name)
+
+
+@pytest.mark.parametrize("name, kernel", list(_kernel_functions()), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_kernel_docstring_carries_its_formula(name, kernel):
+    doc = kernel.__doc__ or ""
+    formulas = [line.strip() for line in doc.splitlines() if ASSIGN.search(line) and INDEXED.search(line)]
+    assert formulas, f"{name}: no line of its docstring is an index-form formula:\n{doc}"
+    # help() shows it: pydoc renders the docstring of the compiled dispatcher
+    assert formulas[0] in pydoc.render_doc(kernel, renderer=pydoc.plaintext)
+    # the serial twin and every loop engine carry the same formula
+    assert getattr(kernel, "serial", kernel).__doc__ == kernel.__doc__
+
+
+@pytest.mark.parametrize("engine", ["loops", "loops-serial", "loops-parallel"])
+def test_engine_kernels_keep_the_docstrings(engine):
+    ops = nbmlp.get_engine(engine)
+    for name in engines.KERNEL_NAMES:
+        assert getattr(ops, name).__doc__ == getattr(kernels, name).__doc__, (engine, name)
