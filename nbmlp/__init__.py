@@ -10,6 +10,8 @@ from . import kernels, reference
 from .datasets import load_iris, one_hot, train_test_split
 from .engines import engine_names, get_engine, register_engine
 from .network import ACTIVATIONS, LOSSES, MLP, Gradients
+from .serialization import load
+from .training import Trainer, train
 
 __version__ = "0.1.0"
 
@@ -25,9 +27,12 @@ __all__ = [
     "engine_names",
     "get_engine",
     "kernels",
+    "load",
     "load_iris",
     "one_hot",
     "reference",
     "register_engine",
+    "train",
     "train_test_split",
+    "Trainer",
 ]

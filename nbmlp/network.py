@@ -26,8 +26,6 @@ from .engines import get_engine
 from .validation import (
     check_dtype,
     check_matrix,
-    check_positive_float,
-    check_positive_int,
     check_sizes,
 )
 
@@ -280,7 +278,7 @@ class MLP:
         dW, db, dz, dh = self._backward_pass(z, h, T)
         return Gradients(W=dW, b=db, dL_dz=dz, dL_dh=dh, z=z, h=h, loss=loss)
 
-    def fit(self, X, T, epochs=1000, lr=0.01, *, callback=None) -> MLP:
+    def fit(self, X, T, epochs=1000, lr=0.01, *, callback=None, **options) -> MLP:
         """Full-batch gradient descent: W_l <- W_l - lr dL/dW_l, b_l <- b_l - lr dL/db_l.
 
         Runs ``epochs`` steps on the whole batch and appends each epoch's loss
@@ -288,29 +286,30 @@ class MLP:
         called after every epoch (epochs count from 1).  If the loss becomes NaN
         or infinite, the parameters of the last finite loss are restored and
         ``FloatingPointError`` is raised.
+
+        Keyword ``options`` choose other training (mini-batches, momentum, Adam,
+        weight decay, schedules, validation, early stopping): see
+        :class:`nbmlp.training.Trainer`, which runs every fit.
         """
-        X = self._check_X(X)
-        T = self._check_T(T, X.shape[0])
-        epochs = check_positive_int(epochs, "epochs")
-        lr = check_positive_float(lr, "lr")
-        ops = self._ops
-        params = self.W + self.b
-        last_finite = None
-        for epoch in range(1, epochs + 1):
-            z, h = self._forward_pass(X)
-            loss = self._loss_value(z, h, T)
-            dW, db, _, _ = self._backward_pass(z, h, T, input_gradients=False)
-            if not (np.isfinite(loss) and all(np.isfinite(g).all() for g in dW + db)):
-                if last_finite is not None:
-                    for param, saved in zip(params, last_finite):
-                        param[...] = saved
-                raise FloatingPointError(
-                    f"the loss or a gradient became non-finite at epoch {epoch} (loss={loss}; "
-                    f"lr={lr} may be too large); the parameters of the last finite loss were restored")
-            last_finite = [param.copy() for param in params]
-            for param, grad in zip(params, dW + db):
-                ops.sgd_update(param.reshape(-1), grad.reshape(-1), lr)
-            self.loss_history.append(loss)
-            if callback is not None:
-                callback(epoch, loss)
+        from .training import train
+
+        train(self, X, T, epochs=epochs, lr=lr, callback=callback, **options)
         return self
+
+    # -- persistence -----------------------------------------------------------
+
+    def save(self, path, *, metadata=None) -> None:
+        """Write the architecture and parameters to ``path`` (``.npz``, no pickle); see :func:`nbmlp.load`."""
+        from .serialization import save
+
+        save(self, path, metadata=metadata)
+
+    def __getstate__(self):
+        # The engine's kernels are compiled functions: pickle the engine's name, not its namespace.
+        state = self.__dict__.copy()
+        state.pop("_ops", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._ops = get_engine(self.engine)

@@ -1,0 +1,168 @@
+"""Save/load (.npz, no pickle) and pickling: exact round trips, clear errors for bad files."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+import nbmlp
+from nbmlp.serialization import FORMAT_VERSION, load, save
+
+ARCHITECTURES = [
+    dict(sizes=(4, 5, 3)),  # the note's network
+    dict(sizes=(2, 7, 6, 1), activation=["relu", "tanh", "identity"], loss="mse", input_sigmoid=False),
+    dict(sizes=(3, 4, 2), activation="tanh", loss="cross_entropy", dtype="float32"),
+    dict(sizes=(1, 1), activation="identity", loss="half_sse", engine="numpy"),
+]
+
+
+def _trained(rng, **arch):
+    net = nbmlp.MLP(seed=3, **arch)
+    d0, dL = net.sizes[0], net.sizes[-1]
+    X = rng.normal(size=(9, d0))
+    T = nbmlp.one_hot(rng.integers(0, dL, 9), dL) if net.loss_name == "cross_entropy" else rng.random((9, dL))
+    net.fit(X, T, epochs=3, lr=0.1)
+    return net, X
+
+
+def _same_net(a, b, X):
+    assert (a.sizes, a.activations, a.loss_name, a.input_sigmoid, a.dtype, a.engine) == \
+           (b.sizes, b.activations, b.loss_name, b.input_sigmoid, b.dtype, b.engine)
+    for p, q in zip(a.W + a.b, b.W + b.b, strict=True):
+        assert p.dtype == q.dtype and p.flags.c_contiguous and q.flags.c_contiguous
+        np.testing.assert_array_equal(p, q)
+    assert a.loss_history == b.loss_history
+    np.testing.assert_array_equal(a.forward(X), b.forward(X))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES, ids=lambda a: str(a["sizes"]))
+def test_save_load_round_trip_is_exact(arch, tmp_path, rng):
+    net, X = _trained(rng, **arch)
+    path = tmp_path / "model.npz"
+    net.save(path)
+    _same_net(net, nbmlp.load(path), X)
+    # no pickle inside: numpy can read every entry with allow_pickle=False
+    with np.load(path, allow_pickle=False) as f:
+        assert int(f["format_version"]) == FORMAT_VERSION
+        assert tuple(f["sizes"]) == net.sizes
+        assert list(f["activations"]) == list(net.activations)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES, ids=lambda a: str(a["sizes"]))
+def test_pickle_round_trip_is_exact(arch, rng):
+    net, X = _trained(rng, **arch)
+    clone = pickle.loads(pickle.dumps(net))
+    _same_net(net, clone, X)
+    clone.fit(X, clone.forward(X), epochs=1, lr=0.1)  # the unpickled net trains (its engine is back)
+
+
+def test_the_file_name_is_used_as_given_and_metadata_round_trips(tmp_path, rng):
+    net, X = _trained(rng, sizes=(4, 5, 3))
+    path = tmp_path / "model.weights"
+    save(net, str(path), metadata={"classes": np.array(["a", "b", "c"]), "x_mean": np.arange(4.0), "note": "hi",
+                                   "epochs": 3})
+    assert path.exists() and not (tmp_path / "model.weights.npz").exists()
+    loaded, meta = load(path, return_metadata=True)
+    _same_net(net, loaded, X)
+    assert list(meta["classes"]) == ["a", "b", "c"] and meta["note"] == "hi" and meta["epochs"] == 3
+    np.testing.assert_array_equal(meta["x_mean"], np.arange(4.0))
+
+
+def test_engine_can_be_overridden_on_load(tmp_path, rng):
+    net, X = _trained(rng, sizes=(4, 5, 3))
+    net.save(tmp_path / "m.npz")
+    assert load(tmp_path / "m.npz", engine="numpy").engine == "numpy"
+
+
+def _corrupt_variants(good: bytes, tmp_path, rng):
+    """(description, path) of files that must be refused."""
+    cases = []
+
+    def write(name, content):
+        p = tmp_path / name
+        p.write_bytes(content)
+        cases.append((name, p))
+
+    write("empty.npz", b"")
+    write("text.npz", b"hello, I am not a model\n")
+    write("half.npz", good[: len(good) // 2])
+    write("tail_cut.npz", good[:-20])
+    np.save(tmp_path / "single.npy", np.arange(5.0))
+    cases.append(("single.npy", tmp_path / "single.npy"))
+    np.savez(tmp_path / "foreign.npz", a=np.arange(3), b=np.ones(2))
+    cases.append(("foreign.npz", tmp_path / "foreign.npz"))
+    return cases
+
+
+def test_empty_truncated_or_foreign_files_raise_value_error(tmp_path, rng):
+    net, _ = _trained(rng, sizes=(4, 5, 3))
+    net.save(tmp_path / "good.npz")
+    good = (tmp_path / "good.npz").read_bytes()
+    for name, path in _corrupt_variants(good, tmp_path, rng):
+        with pytest.raises(ValueError, match="not a valid nbmlp model file"):
+            load(path)
+        assert name  # each case was exercised
+
+
+def _rewrite(src, dst, change):
+    """Copy the .npz at src to dst with ``change(dict)`` applied to its arrays."""
+    with np.load(src, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    change(arrays)
+    with open(dst, "wb") as out:
+        np.savez(out, **arrays)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda a: a.pop("W2"), "W2 is missing"),
+        (lambda a: a.update(W1=np.zeros((4, 6))), "W1 has shape"),
+        (lambda a: a.update(b1=a["b1"].astype(np.float32)), "b1 has shape .* dtype float32"),
+        (lambda a: a.update(sizes=np.array([4, 5])), "activations"),
+        (lambda a: a.update(format_version=np.array(FORMAT_VERSION + 1)), "format version"),
+        (lambda a: a.update(nbmlp_format=np.array("something.else")), "format marker"),
+        (lambda a: a.update(activations=np.array(["sigmoid", "swish"])), "architecture is not valid"),
+        (lambda a: a.update(loss=np.array("hinge")), "architecture is not valid"),
+        (lambda a: a.update(W1=np.full((4, 5), np.nan)), "NaN"),
+        (lambda a: a.update(W3=np.zeros((3, 3))), "unexpected entries"),
+        (lambda a: a.pop("loss"), "'loss' is missing"),
+    ],
+)
+def test_inconsistent_contents_raise_value_error(change, match, tmp_path, rng):
+    net, _ = _trained(rng, sizes=(4, 5, 3))
+    net.save(tmp_path / "good.npz")
+    _rewrite(tmp_path / "good.npz", tmp_path / "bad.npz", change)
+    with pytest.raises(ValueError, match=match):
+        load(tmp_path / "bad.npz")
+
+
+def test_a_damaged_member_raises_value_error(tmp_path, rng):
+    net, _ = _trained(rng, sizes=(4, 5, 3))
+    path = tmp_path / "m.npz"
+    net.save(path)
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("W1.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    raw[start + info.file_size - 8: start + info.file_size] = b"\xff" * 8  # flip the last 8 data bytes
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="not a valid nbmlp model file"):
+        load(path)
+
+
+def test_missing_file_and_bad_arguments(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "nope.npz")
+    with pytest.raises(TypeError, match="path"):
+        load(3)
+    with pytest.raises(TypeError, match="net must be an nbmlp.MLP"):
+        save("not a net", tmp_path / "x.npz")
+    net = nbmlp.MLP((2, 2), seed=0)
+    with pytest.raises(TypeError, match="metadata"):
+        net.save(tmp_path / "x.npz", metadata={"obj": [object()]})
+    with pytest.raises(TypeError, match="metadata"):
+        net.save(tmp_path / "x.npz", metadata=["not", "a", "dict"])
