@@ -19,6 +19,7 @@ result is rounded once when it is stored.
 
 :mod:`nbmlp.reference` holds a vectorized NumPy twin of every function here,
 with the same name and signature; the tests compare the two.
+``docs/derivation.md`` derives every formula and sets it beside its loop nest.
 Each kernel is compiled twice (see :mod:`nbmlp._jit`): ``f`` is parallel and
 ``f.serial`` is the same loop nest without threads.
 """
@@ -68,7 +69,7 @@ def sigmoid_forward(h, z):
 
 @loop_kernel
 def sigmoid_backward(dz, dh, h):
-    r"""dL/dz_ik = dL/dh_ik * h_ik * (1 - h_ik).
+    r"""dL/dz_ik = dL/dh_ik * h_ik * (1 - h_ik)   (matrix form: dz = dh ⊙ h ⊙ (1 - h), element-wise).
 
     dz, dh, h: (n, d).  sigma'(z) = sigma(z) (1 - sigma(z)) = h (1 - h): the
     factor uses the saved *output* h.  (The note writes z(1 - z); that is wrong.)
@@ -178,7 +179,7 @@ def softmax_forward(p, z):
 
 @loop_kernel
 def linear_forward(z, h_prev, W, b):
-    r"""z_ik = Σ_j h_ij w_jk + b_k.
+    r"""z_ik = Σ_j h_ij w_jk + b_k            (matrix form: h_prev · W + 1_n b).
 
     z: (n, d_out), h_prev: (n, d_in), W: (d_in, d_out), b: (d_out,).
     The note writes b as an n x d_out matrix whose rows are all equal
@@ -213,7 +214,7 @@ def linear_backward_weight(dW, dz, h_prev):
 
 @loop_kernel
 def linear_backward_bias(db, dz):
-    r"""dL/db_k = Σ_i dL/dz_ik.
+    r"""dL/db_k = Σ_i dL/dz_ik                (matrix form: 1_nᵀ · dz, the column sums).
 
     db: (d_out,), dz: (n, d_out).  Parallel over the output unit k being written.
     """
