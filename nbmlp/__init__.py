@@ -9,6 +9,7 @@ index-level loops, compiled with Numba, and checked against a NumPy reference.
 from . import kernels, reference
 from .datasets import load_iris, one_hot, train_test_split
 from .engines import engine_names, get_engine, register_engine
+from .gradcheck import gradcheck
 from .network import ACTIVATIONS, LOSSES, MLP, Gradients
 from .serialization import load
 from .training import Trainer, train
@@ -26,6 +27,7 @@ __all__ = [
     "Gradients",
     "engine_names",
     "get_engine",
+    "gradcheck",
     "kernels",
     "load",
     "load_iris",
