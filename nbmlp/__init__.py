@@ -7,8 +7,20 @@ index-level loops, compiled with Numba, and checked against a NumPy reference.
 """
 
 from . import kernels, reference
-from .datasets import load_iris, one_hot, train_test_split
+from .datasets import (
+    load_digits,
+    load_iris,
+    load_mnist,
+    load_wine,
+    make_moons,
+    make_spirals,
+    make_xor,
+    one_hot,
+    standardize,
+    train_test_split,
+)
 from .engines import engine_names, get_engine, register_engine
+from .estimators import MLPClassifier, MLPRegressor
 from .gradcheck import gradcheck
 from .network import ACTIVATIONS, LOSSES, MLP, Gradients
 from .serialization import load
@@ -24,16 +36,25 @@ __all__ = [
     "ENGINES",
     "LOSSES",
     "MLP",
+    "MLPClassifier",
+    "MLPRegressor",
     "Gradients",
     "engine_names",
     "get_engine",
     "gradcheck",
     "kernels",
     "load",
+    "load_digits",
     "load_iris",
+    "load_mnist",
+    "load_wine",
+    "make_moons",
+    "make_spirals",
+    "make_xor",
     "one_hot",
     "reference",
     "register_engine",
+    "standardize",
     "train",
     "train_test_split",
     "Trainer",
