@@ -7,10 +7,12 @@ For every parameter entry theta_m (an entry w_jk of some W_l or b_k of some b_l)
     rel_m      = |analytic_m - numeric_m| / max(|analytic_m|, |numeric_m|, floor)
 
 and :func:`gradcheck` reports max_m rel_m per parameter array.  The central
-difference has truncation error O(eps^2) and rounding error O(machine eps / eps);
-in float64 they balance near eps = 1e-6, where a correct gradient agrees to about
-1e-8 or better.  Errors around 1e-2 or larger mean a wrong formula; values in
-between usually come from a kink (relu at 0) within eps of some z.
+difference has truncation error O(eps^2) and rounding error O(machine eps |L| / eps),
+about 1e-10 |L| in float64 at eps = 1e-6.  Relative to a large gradient entry that
+is ~1e-9; relative to a tiny one it can reach ~1e-7, so a correct backpropagation
+reports max errors below about 1e-6 (the CS231n rule of thumb: < 1e-7 fine, up to
+1e-4 suspicious unless there are kinks).  Errors around 1e-2 or larger mean a wrong
+formula; values in between often come from a kink (relu at 0) within eps of some z.
 
 The check always runs in float64: a float32 network is copied to float64 first
 (its float32 rounding would swamp the differences).  A float64 network is
