@@ -128,7 +128,9 @@ class Trainer:
         Exponent of ``"invscaling"``.
     validation_fraction : float
         In [0, 1): share of the rows held out of training (stratified for
-        one-hot targets) to compute a validation loss each epoch.
+        one-hot targets) to compute a validation loss each epoch.  The split
+        is drawn by each call of :meth:`run`; to keep one validation set over
+        several calls, pass ``validation_data`` instead.
     validation_data : (X_val, T_val) or None
         An explicit validation set instead of ``validation_fraction``.
     early_stopping : bool
