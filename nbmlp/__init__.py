@@ -6,7 +6,8 @@ index-level loops, compiled with Numba, and checked against a NumPy reference.
 >>> g = net.gradients(X, T)                 # g.W[0] is dL/dW1, g.dL_dz[2] is dL/dz^(2)
 """
 
-from . import kernels, reference
+# kernels_tuned registers the engine "tuned" on import, before ENGINES is read below.
+from . import kernels, kernels_tuned, reference
 from .datasets import (
     load_digits,
     load_iris,
@@ -43,6 +44,7 @@ __all__ = [
     "get_engine",
     "gradcheck",
     "kernels",
+    "kernels_tuned",
     "load",
     "load_digits",
     "load_iris",

@@ -1,0 +1,718 @@
+r"""The tuned loop tier: the formulas of :mod:`nbmlp.kernels`, with loops rearranged for speed.
+
+Same kernel names, same signatures, same formulas as the literal tier; the
+tests hold both against :mod:`nbmlp.reference` with the same tolerances.  It is
+registered as the engine ``"tuned"`` (``MLP(engine="tuned")``).  Everything is
+still an explicit Numba loop: no BLAS call, no NumPy array expression in a
+kernel.  What changes, and why:
+
+1. **Matrix products are blocked and register-tiled** (:func:`_gemm`).  The
+   literal ``linear_forward`` runs ``for i: for k: for j: acc += h[i, j] W[j, k]``:
+   the innermost j walks *down a column* of W (stride d_out), and one
+   accumulator is a serial chain of dependent adds, so nothing vectorizes.
+   Here the innermost loop runs along a *row* of the output (index k, unit
+   stride in both W and z), eight output rows at once and eight values of j
+   per pass (an 8 x 8 register tile), so LLVM emits SIMD fused multiply-adds;
+   the output is cut into tiles of 64 rows x 256 columns so the 256-column
+   panel of W stays in the L2 cache while 64 rows of h stream past it.  Each
+   z[i, k] is still Σ_j in ascending j, started from 0 and with b_k added
+   last, exactly as the literal loop orders it.
+2. **The two backward products reuse the same tiled loop** by choosing which
+   matrix plays which role: ∂L/∂W = h_prevᵀ · ∂L/∂z reads h_prev transposed in
+   place (no copy), ∂L/∂h_prev = ∂L/∂z · Wᵀ pre-transposes W once per call
+   (d_in x d_out values, small next to the n x d_in x d_out multiply-adds),
+   and when d_out is small ∂L/∂W is computed as its transpose (so the vector
+   loop runs over d_in, not over a handful of columns) and copied back.
+   Every Σ still runs over its index in ascending order.
+3. **Element-wise kernels run on the flattened n·d array** in chunks of
+   :data:`CHUNK` elements, so short rows (d = 3) still fill SIMD lanes.
+4. **exp is a vectorizable polynomial** (:func:`exp_nonpositive`).  Numba's
+   ``math.exp`` is a scalar libm call (~4 ns; numba 0.62 dropped SVML), which
+   makes the sigmoids the biggest cost of a small network.  Every exp in the
+   sigmoid, softmax and cross-entropy has an argument <= 0 (the stable forms
+   use exp(-|z|) and exp(z - max z)), so one routine valid on (-inf, 0] with a
+   relative error of about 2 ulp suffices; it is plain arithmetic plus a
+   bit-cast, which LLVM vectorizes.
+5. **Sums over a whole array** (the losses) add fixed chunks of
+   :data:`CHUNK` elements, then the chunk totals in order: the result does
+   not depend on the number of threads.
+6. **float32 arrays accumulate in float32** (as BLAS does) so the vector
+   loops run 8 lanes wide instead of converting to float64; the literal tier
+   accumulates in float64.  The float32 tolerance (1e-5) covers both.
+
+Flags (:data:`TUNED_FLAGS`): ``fastmath={"contract"}`` only, which lets LLVM
+fuse ``a * b + c`` into one FMA (one rounding instead of two).  No ``reassoc``
+(every sum keeps the order written), no ``nnan``/``ninf`` (NaN and inf are
+real inputs: a diverging run must be detected).  ``error_model="numpy"``: a
+division does not test its divisor for zero first (that test is a branch that
+keeps the sigmoid's 1/(1 + e) from vectorizing); no divisor here can be zero.
+
+Parallelism follows the literal tier's rule: ``prange`` runs over tiles or
+chunks whose output slots only that iteration writes, every sum stays inside
+one iteration, so results are bit-identical for any thread count.  Each
+kernel has a serial compilation at ``.serial``; the public functions below
+pick serial or parallel by the amount of work (:data:`PARALLEL_MIN_WORK`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core.extending import intrinsic
+
+from . import kernels as literal
+from ._jit import _renamed_copy
+
+#: Compile flags of the tuned tier, in one place.  "contract" allows fused
+#: multiply-add; nothing else (no reassociation, NaN/inf stay meaningful).
+#: error_model="numpy": a float division by zero gives inf/NaN as in NumPy instead
+#: of raising ZeroDivisionError; the Python model's zero test before every
+#: division is a branch that stops LLVM from vectorizing the sigmoid's 1/(1 + e).
+TUNED_FLAGS = {"cache": True, "fastmath": {"contract"}, "nogil": True, "error_model": "numpy"}
+
+#: Elements per chunk of the flat element-wise kernels and the loss sums.
+CHUNK = 4096
+
+#: Output tile of the matrix products: TILE_ROWS rows x TILE_COLS columns per
+#: prange iteration; inside a tile, 8 rows x 8 terms of the sum per pass.
+TILE_ROWS = 64
+TILE_COLS = 256
+
+#: Below this much work (multiply-adds for the products, elements otherwise)
+#: a call runs the serial compilation: a parallel region costs microseconds.
+PARALLEL_MIN_WORK = 1 << 15
+
+#: ∂L/∂W is computed transposed when d_out is below this and d_in is larger.
+NARROW_COLS = 16
+
+
+def tuned_kernel(py_func):
+    """Compile ``py_func`` with :data:`TUNED_FLAGS`: parallel, and serial at ``.serial``."""
+    parallel = njit(parallel=True, **TUNED_FLAGS)(py_func)
+    parallel.serial = njit(parallel=False, **TUNED_FLAGS)(_renamed_copy(py_func, "_serial"))
+    return parallel
+
+
+def tuned_helper(py_func):
+    return njit(inline="always", **TUNED_FLAGS)(py_func)
+
+
+# ---------------------------------------------------------------------------
+# exp on (-inf, 0], vectorizable
+# ---------------------------------------------------------------------------
+
+
+@intrinsic
+def _bits_as_float64(typingctx, bits):
+    """Reinterpret the 64 bits of an int64 as a float64 (no conversion)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+_LOG2E = 1.4426950408889634
+# ln 2 split in two (Cody & Waite): LN2_HI has trailing zero bits, so n * LN2_HI is exact for |n| < 2^11.
+_LN2_HI = 0.693147180369123816490
+_LN2_LO = 1.90821492927058770002e-10
+
+
+@tuned_helper
+def exp_nonpositive(x):
+    r"""e^x for x <= 0 (and NaN), in float64 arithmetic, without a libm call.
+
+    x = n ln2 + r with n = round(x / ln2), |r| <= ln2 / 2; e^r by its Taylor
+    series to r^13 (remainder < 5e-18 relative), and 2^n built from its bits
+    as 2^(n - n//2) 2^(n//2) so that subnormal results (x < -708) come out
+    right.  Arguments below -746 give 0 (as e^x underflows there).  Not for
+    x > 0: 2^n would overflow at n > 1023.
+    """
+    if x < -746.0:  # written this way round so that NaN passes through
+        x = -746.0
+    n = math.floor(x * _LOG2E + 0.5)
+    nf = np.float64(n)
+    r = (x - nf * _LN2_HI) - nf * _LN2_LO
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    n1 = n >> 1
+    n2 = n - n1
+    return p * _bits_as_float64((n1 + 1023) << 52) * _bits_as_float64((n2 + 1023) << 52)
+
+
+@tuned_helper
+def sigmoid_fast(z):
+    r"""sigma(z) with e = exp(-|z|) <= 1: 1/(1+e) for z >= 0, e/(1+e) for z < 0 (never overflows)."""
+    e = exp_nonpositive(-abs(z))
+    s = 1.0 / (1.0 + e)
+    return s if z >= 0.0 else e * s
+
+
+# ---------------------------------------------------------------------------
+# Element-wise kernels on flat arrays (n·d elements), chunked
+# ---------------------------------------------------------------------------
+
+
+@tuned_kernel
+def _sigmoid_forward_flat(h, z):
+    m_total = z.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        hc = h[c * CHUNK:min(m_total, (c + 1) * CHUNK)]
+        zc = z[c * CHUNK:min(m_total, (c + 1) * CHUNK)]
+        for m in range(zc.shape[0]):
+            hc[m] = sigmoid_fast(np.float64(zc[m]))
+
+
+@tuned_kernel
+def _sigmoid_backward_flat(dz, dh, h):
+    m_total = h.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        dzc, dhc, hc = dz[lo:hi], dh[lo:hi], h[lo:hi]
+        for m in range(hc.shape[0]):
+            dzc[m] = dhc[m] * hc[m] * (1.0 - hc[m])
+
+
+@tuned_kernel
+def _tanh_forward_flat(h, z):
+    # tanh stays a libm call: nothing in the sigmoid network needs it fast.
+    m_total = z.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        hc, zc = h[lo:hi], z[lo:hi]
+        for m in range(zc.shape[0]):
+            hc[m] = math.tanh(zc[m])
+
+
+@tuned_kernel
+def _tanh_backward_flat(dz, dh, h):
+    m_total = h.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        dzc, dhc, hc = dz[lo:hi], dh[lo:hi], h[lo:hi]
+        for m in range(hc.shape[0]):
+            dzc[m] = dhc[m] * (1.0 - hc[m] * hc[m])
+
+
+@tuned_kernel
+def _relu_forward_flat(h, z):
+    m_total = z.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        hc, zc = h[lo:hi], z[lo:hi]
+        for m in range(zc.shape[0]):
+            hc[m] = zc[m] if zc[m] > 0.0 else 0.0
+
+
+@tuned_kernel
+def _relu_backward_flat(dz, dh, h):
+    m_total = h.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        dzc, dhc, hc = dz[lo:hi], dh[lo:hi], h[lo:hi]
+        for m in range(hc.shape[0]):
+            dzc[m] = dhc[m] if hc[m] > 0.0 else 0.0
+
+
+@tuned_kernel
+def _copy_flat(out, src):
+    # identity_forward (h = z) and identity_backward (dz = dh)
+    m_total = src.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        oc, sc = out[lo:hi], src[lo:hi]
+        for m in range(sc.shape[0]):
+            oc[m] = sc[m]
+
+
+@tuned_kernel
+def _scaled_difference_flat(out, a, t, scale):
+    # out = scale (a - t): half_sse_backward (scale 1), mse_backward (2/(n d)),
+    # softmax_cross_entropy_backward (1/n, written as a division like the literal loop).
+    m_total = a.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        oc, ac, tc = out[lo:hi], a[lo:hi], t[lo:hi]
+        for m in range(ac.shape[0]):
+            oc[m] = scale * (ac[m] - tc[m])
+
+
+@tuned_kernel
+def _divided_difference_flat(out, a, t, divisor):
+    m_total = a.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        oc, ac, tc = out[lo:hi], a[lo:hi], t[lo:hi]
+        for m in range(ac.shape[0]):
+            oc[m] = (ac[m] - tc[m]) / divisor
+
+
+@tuned_kernel
+def _squared_error_sum_flat(h, t):
+    # Σ_m (t_m - h_m)^2 in float64: each chunk's sum, then the chunk sums in order.
+    m_total = h.shape[0]
+    n_chunks = (m_total + CHUNK - 1) // CHUNK
+    part = np.empty(n_chunks, dtype=np.float64)
+    for c in prange(n_chunks):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        hc, tc = h[lo:hi], t[lo:hi]
+        acc = 0.0
+        for m in range(hc.shape[0]):
+            diff = np.float64(tc[m]) - np.float64(hc[m])
+            acc += diff * diff
+        part[c] = acc
+    total = 0.0
+    for c in range(n_chunks):
+        total += part[c]
+    return total
+
+
+@tuned_kernel
+def _sgd_update_flat(param, grad, lr):
+    m_total = param.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        pc, gc = param[lo:hi], grad[lo:hi]
+        for m in range(pc.shape[0]):
+            pc[m] = pc[m] - lr * gc[m]
+
+
+# ---------------------------------------------------------------------------
+# Row-wise kernels (softmax, cross-entropy): rows in chunks, exp vectorized
+# ---------------------------------------------------------------------------
+
+_ROWS_PER_CHUNK = 64
+
+
+@tuned_kernel
+def _softmax_forward(p, z):
+    n, d = z.shape
+    for c in prange((n + _ROWS_PER_CHUNK - 1) // _ROWS_PER_CHUNK):
+        for i in range(c * _ROWS_PER_CHUNK, min(n, (c + 1) * _ROWS_PER_CHUNK)):
+            zi, pi = z[i], p[i]
+            m = zi[0]
+            for k in range(1, d):
+                if zi[k] > m:
+                    m = zi[k]
+            s = 0.0
+            for k in range(d):  # exp(z - m) <= 1, kept in p (the literal loop computes it twice)
+                e = exp_nonpositive(np.float64(zi[k]) - m)
+                pi[k] = e
+                s += e
+            for k in range(d):
+                pi[k] = pi[k] / s
+
+
+@tuned_kernel
+def _softmax_cross_entropy_loss(z, t):
+    n, d = z.shape
+    n_chunks = (n + _ROWS_PER_CHUNK - 1) // _ROWS_PER_CHUNK
+    part = np.empty(n_chunks, dtype=np.float64)
+    for c in prange(n_chunks):
+        acc = 0.0
+        for i in range(c * _ROWS_PER_CHUNK, min(n, (c + 1) * _ROWS_PER_CHUNK)):
+            zi, ti = z[i], t[i]
+            m = np.float64(zi[0])
+            for k in range(1, d):
+                if zi[k] > m:
+                    m = np.float64(zi[k])
+            s = 0.0
+            for k in range(d):
+                s += exp_nonpositive(np.float64(zi[k]) - m)
+            lse = m + math.log(s)
+            for k in range(d):
+                acc += ti[k] * (lse - zi[k])
+        part[c] = acc
+    total = 0.0
+    for c in range(n_chunks):
+        total += part[c]
+    return total / n
+
+
+# ---------------------------------------------------------------------------
+# Matrix products: C = A·B (or Aᵀ·B) with an 8 x 8 register tile
+# ---------------------------------------------------------------------------
+
+
+@tuned_helper
+def _tile(C, A, a_transposed, B, bias, r0, r1, c0, c1):
+    r"""C[r, c] = Σ_p A(r, p) B[p, c] (+ bias[c]) for r0 <= r < r1, c0 <= c < c1.
+
+    A(r, p) is A[r, p], or A[p, r] when ``a_transposed``.  The Σ over p runs in
+    ascending order from 0, the bias is added last.  Eight rows r at a time and
+    eight terms p per pass: the 64 values A(r, p) sit in registers while the
+    innermost loop runs along row c of B and C (unit stride: SIMD FMAs); the
+    eight rows of B are loaded once for eight rows of C.
+    """
+    P = B.shape[0]
+    r = r0
+    while r + 8 <= r1:
+        C0, C1, C2, C3 = C[r, c0:c1], C[r + 1, c0:c1], C[r + 2, c0:c1], C[r + 3, c0:c1]
+        C4, C5, C6, C7 = C[r + 4, c0:c1], C[r + 5, c0:c1], C[r + 6, c0:c1], C[r + 7, c0:c1]
+        for c in range(C0.shape[0]):
+            C0[c] = 0.0
+            C1[c] = 0.0
+            C2[c] = 0.0
+            C3[c] = 0.0
+            C4[c] = 0.0
+            C5[c] = 0.0
+            C6[c] = 0.0
+            C7[c] = 0.0
+        p = 0
+        while p + 8 <= P:
+            if a_transposed:  # A(r, p) = A[p, r]: eight short contiguous runs of A's rows
+                a00, a01, a02, a03, a04, a05, a06, a07 = (A[p, r], A[p + 1, r], A[p + 2, r], A[p + 3, r],
+                                                          A[p + 4, r], A[p + 5, r], A[p + 6, r], A[p + 7, r])
+                a10, a11, a12, a13, a14, a15, a16, a17 = (A[p, r + 1], A[p + 1, r + 1], A[p + 2, r + 1],
+                                                          A[p + 3, r + 1], A[p + 4, r + 1], A[p + 5, r + 1],
+                                                          A[p + 6, r + 1], A[p + 7, r + 1])
+                a20, a21, a22, a23, a24, a25, a26, a27 = (A[p, r + 2], A[p + 1, r + 2], A[p + 2, r + 2],
+                                                          A[p + 3, r + 2], A[p + 4, r + 2], A[p + 5, r + 2],
+                                                          A[p + 6, r + 2], A[p + 7, r + 2])
+                a30, a31, a32, a33, a34, a35, a36, a37 = (A[p, r + 3], A[p + 1, r + 3], A[p + 2, r + 3],
+                                                          A[p + 3, r + 3], A[p + 4, r + 3], A[p + 5, r + 3],
+                                                          A[p + 6, r + 3], A[p + 7, r + 3])
+                a40, a41, a42, a43, a44, a45, a46, a47 = (A[p, r + 4], A[p + 1, r + 4], A[p + 2, r + 4],
+                                                          A[p + 3, r + 4], A[p + 4, r + 4], A[p + 5, r + 4],
+                                                          A[p + 6, r + 4], A[p + 7, r + 4])
+                a50, a51, a52, a53, a54, a55, a56, a57 = (A[p, r + 5], A[p + 1, r + 5], A[p + 2, r + 5],
+                                                          A[p + 3, r + 5], A[p + 4, r + 5], A[p + 5, r + 5],
+                                                          A[p + 6, r + 5], A[p + 7, r + 5])
+                a60, a61, a62, a63, a64, a65, a66, a67 = (A[p, r + 6], A[p + 1, r + 6], A[p + 2, r + 6],
+                                                          A[p + 3, r + 6], A[p + 4, r + 6], A[p + 5, r + 6],
+                                                          A[p + 6, r + 6], A[p + 7, r + 6])
+                a70, a71, a72, a73, a74, a75, a76, a77 = (A[p, r + 7], A[p + 1, r + 7], A[p + 2, r + 7],
+                                                          A[p + 3, r + 7], A[p + 4, r + 7], A[p + 5, r + 7],
+                                                          A[p + 6, r + 7], A[p + 7, r + 7])
+            else:  # A(r, p) = A[r, p]: eight contiguous values of each of eight rows
+                a00, a01, a02, a03, a04, a05, a06, a07 = A[r, p:p + 8]
+                a10, a11, a12, a13, a14, a15, a16, a17 = A[r + 1, p:p + 8]
+                a20, a21, a22, a23, a24, a25, a26, a27 = A[r + 2, p:p + 8]
+                a30, a31, a32, a33, a34, a35, a36, a37 = A[r + 3, p:p + 8]
+                a40, a41, a42, a43, a44, a45, a46, a47 = A[r + 4, p:p + 8]
+                a50, a51, a52, a53, a54, a55, a56, a57 = A[r + 5, p:p + 8]
+                a60, a61, a62, a63, a64, a65, a66, a67 = A[r + 6, p:p + 8]
+                a70, a71, a72, a73, a74, a75, a76, a77 = A[r + 7, p:p + 8]
+            B0, B1, B2, B3 = B[p, c0:c1], B[p + 1, c0:c1], B[p + 2, c0:c1], B[p + 3, c0:c1]
+            B4, B5, B6, B7 = B[p + 4, c0:c1], B[p + 5, c0:c1], B[p + 6, c0:c1], B[p + 7, c0:c1]
+            for c in range(C0.shape[0]):
+                b0, b1, b2, b3, b4, b5, b6, b7 = B0[c], B1[c], B2[c], B3[c], B4[c], B5[c], B6[c], B7[c]
+                C0[c] = (((((((C0[c] + a00 * b0) + a01 * b1) + a02 * b2) + a03 * b3) + a04 * b4) + a05 * b5)
+                         + a06 * b6) + a07 * b7
+                C1[c] = (((((((C1[c] + a10 * b0) + a11 * b1) + a12 * b2) + a13 * b3) + a14 * b4) + a15 * b5)
+                         + a16 * b6) + a17 * b7
+                C2[c] = (((((((C2[c] + a20 * b0) + a21 * b1) + a22 * b2) + a23 * b3) + a24 * b4) + a25 * b5)
+                         + a26 * b6) + a27 * b7
+                C3[c] = (((((((C3[c] + a30 * b0) + a31 * b1) + a32 * b2) + a33 * b3) + a34 * b4) + a35 * b5)
+                         + a36 * b6) + a37 * b7
+                C4[c] = (((((((C4[c] + a40 * b0) + a41 * b1) + a42 * b2) + a43 * b3) + a44 * b4) + a45 * b5)
+                         + a46 * b6) + a47 * b7
+                C5[c] = (((((((C5[c] + a50 * b0) + a51 * b1) + a52 * b2) + a53 * b3) + a54 * b4) + a55 * b5)
+                         + a56 * b6) + a57 * b7
+                C6[c] = (((((((C6[c] + a60 * b0) + a61 * b1) + a62 * b2) + a63 * b3) + a64 * b4) + a65 * b5)
+                         + a66 * b6) + a67 * b7
+                C7[c] = (((((((C7[c] + a70 * b0) + a71 * b1) + a72 * b2) + a73 * b3) + a74 * b4) + a75 * b5)
+                         + a76 * b6) + a77 * b7
+            p += 8
+        while p < P:  # the last P mod 8 terms, one at a time (same ascending order)
+            if a_transposed:
+                a0, a1, a2, a3 = A[p, r], A[p, r + 1], A[p, r + 2], A[p, r + 3]
+                a4, a5, a6, a7 = A[p, r + 4], A[p, r + 5], A[p, r + 6], A[p, r + 7]
+            else:
+                a0, a1, a2, a3 = A[r, p], A[r + 1, p], A[r + 2, p], A[r + 3, p]
+                a4, a5, a6, a7 = A[r + 4, p], A[r + 5, p], A[r + 6, p], A[r + 7, p]
+            Bp = B[p, c0:c1]
+            for c in range(C0.shape[0]):
+                b = Bp[c]
+                C0[c] += a0 * b
+                C1[c] += a1 * b
+                C2[c] += a2 * b
+                C3[c] += a3 * b
+                C4[c] += a4 * b
+                C5[c] += a5 * b
+                C6[c] += a6 * b
+                C7[c] += a7 * b
+            p += 1
+        if bias.shape[0] > 0:
+            bc = bias[c0:c1]
+            for c in range(C0.shape[0]):
+                C0[c] += bc[c]
+                C1[c] += bc[c]
+                C2[c] += bc[c]
+                C3[c] += bc[c]
+                C4[c] += bc[c]
+                C5[c] += bc[c]
+                C6[c] += bc[c]
+                C7[c] += bc[c]
+        r += 8
+    while r < r1:  # the last r1 - r0 mod 8 rows, one at a time
+        Cr = C[r, c0:c1]
+        for c in range(Cr.shape[0]):
+            Cr[c] = 0.0
+        for p in range(P):
+            a = A[p, r] if a_transposed else A[r, p]
+            Bp = B[p, c0:c1]
+            for c in range(Cr.shape[0]):
+                Cr[c] += a * Bp[c]
+        if bias.shape[0] > 0:
+            bc = bias[c0:c1]
+            for c in range(Cr.shape[0]):
+                Cr[c] += bc[c]
+        r += 1
+
+
+@tuned_kernel
+def _gemm(C, A, a_transposed, B, bias):
+    r"""C = A·B (+ bias) or Aᵀ·B (+ bias), tile by tile; see :func:`_tile`.
+
+    C: (R, Q), B: (P, Q), A: (R, P) or (P, R), bias: (Q,) or empty.  Tiles are
+    numbered column panel first, so the iterations one thread runs share a
+    panel of B (kept in cache); each tile is written by one iteration only.
+    """
+    R, Q = C.shape
+    n_row_blocks = (R + TILE_ROWS - 1) // TILE_ROWS
+    n_col_blocks = (Q + TILE_COLS - 1) // TILE_COLS
+    for t in prange(n_row_blocks * n_col_blocks):
+        col_block = t // n_row_blocks
+        row_block = t - col_block * n_row_blocks
+        _tile(C, A, a_transposed, B, bias,
+              row_block * TILE_ROWS, min(R, (row_block + 1) * TILE_ROWS),
+              col_block * TILE_COLS, min(Q, (col_block + 1) * TILE_COLS))
+
+
+@tuned_kernel
+def _column_sums(db, dz):
+    r"""db_k = Σ_i dz_ik, i ascending: whole rows of dz are added into db (SIMD over k).
+
+    The literal loop sums down each column (stride d_out); here the loop over
+    k is innermost and unit-stride.  Parallel over blocks of k (db's slots).
+    """
+    n, d = dz.shape
+    for c in prange((d + TILE_COLS - 1) // TILE_COLS):
+        k0, k1 = c * TILE_COLS, min(d, (c + 1) * TILE_COLS)
+        dbc = db[k0:k1]
+        for k in range(dbc.shape[0]):
+            dbc[k] = 0.0
+        for i in range(n):
+            dzi = dz[i, k0:k1]
+            for k in range(dbc.shape[0]):
+                dbc[k] += dzi[k]
+
+
+@tuned_kernel
+def _transpose(out, a):
+    """out[q, p] = a[p, q], in 32 x 32 blocks (both arrays touched a cache line at a time)."""
+    P, Q = a.shape
+    for bp in prange((P + 31) // 32):
+        for q0 in range(0, Q, 32):
+            for p in range(bp * 32, min(P, bp * 32 + 32)):
+                for q in range(q0, min(Q, q0 + 32)):
+                    out[q, p] = a[p, q]
+
+
+# ---------------------------------------------------------------------------
+# The public kernels: same names and signatures as nbmlp.kernels
+# ---------------------------------------------------------------------------
+
+
+def _pick(compiled, work):
+    return compiled.serial if work < PARALLEL_MIN_WORK else compiled
+
+
+def _contiguous(*arrays):
+    return all(a.flags.c_contiguous for a in arrays)
+
+
+def _elementwise(flat_kernel, literal_kernel, name, doc_from):
+    """Public kernel f(out, *ins) on the flattened arrays (views), literal loops if not C-contiguous."""
+
+    def kernel(out, *ins):
+        if not _contiguous(out, *ins):
+            return literal_kernel(out, *ins)
+        return _pick(flat_kernel, out.size)(out.reshape(-1), *(a.reshape(-1) for a in ins))
+
+    kernel.__name__ = kernel.__qualname__ = name
+    kernel.__doc__ = doc_from.__doc__
+    return kernel
+
+
+sigmoid_forward = _elementwise(_sigmoid_forward_flat, literal.sigmoid_forward, "sigmoid_forward",
+                               literal.sigmoid_forward)
+sigmoid_backward = _elementwise(_sigmoid_backward_flat, literal.sigmoid_backward, "sigmoid_backward",
+                                literal.sigmoid_backward)
+tanh_forward = _elementwise(_tanh_forward_flat, literal.tanh_forward, "tanh_forward", literal.tanh_forward)
+tanh_backward = _elementwise(_tanh_backward_flat, literal.tanh_backward, "tanh_backward", literal.tanh_backward)
+relu_forward = _elementwise(_relu_forward_flat, literal.relu_forward, "relu_forward", literal.relu_forward)
+relu_backward = _elementwise(_relu_backward_flat, literal.relu_backward, "relu_backward", literal.relu_backward)
+identity_forward = _elementwise(_copy_flat, literal.identity_forward, "identity_forward",
+                                literal.identity_forward)
+
+
+def identity_backward(dz, dh, h):
+    if not _contiguous(dz, dh):
+        return literal.identity_backward(dz, dh, h)
+    _pick(_copy_flat, dz.size)(dz.reshape(-1), dh.reshape(-1))
+
+
+identity_backward.__doc__ = literal.identity_backward.__doc__
+
+
+def softmax_forward(p, z):
+    _pick(_softmax_forward, z.size)(p, z)
+
+
+softmax_forward.__doc__ = literal.softmax_forward.__doc__
+
+
+def linear_forward(z, h_prev, W, b):
+    n, d_in = h_prev.shape
+    _pick(_gemm, n * d_in * W.shape[1])(z, h_prev, False, W, b)
+
+
+linear_forward.__doc__ = literal.linear_forward.__doc__
+
+_NO_BIAS = {np.dtype(np.float64): np.empty(0, np.float64), np.dtype(np.float32): np.empty(0, np.float32)}
+
+
+def linear_backward_weight(dW, dz, h_prev):
+    n, d_in = h_prev.shape
+    d_out = dz.shape[1]
+    work = n * d_in * d_out
+    no_bias = _NO_BIAS.get(dW.dtype, np.empty(0, dW.dtype))
+    if d_out < NARROW_COLS and d_in > d_out:
+        # dWᵀ = dzᵀ · h_prev: the vector loop runs over the d_in columns of h_prev.
+        dWT = np.empty((d_out, d_in), dtype=dW.dtype)
+        _pick(_gemm, work)(dWT, dz, True, h_prev, no_bias)
+        _pick(_transpose, d_in * d_out)(dW, dWT)
+    else:
+        _pick(_gemm, work)(dW, h_prev, True, dz, no_bias)
+
+
+linear_backward_weight.__doc__ = literal.linear_backward_weight.__doc__
+
+
+def linear_backward_bias(db, dz):
+    _pick(_column_sums, dz.size)(db, dz)
+
+
+linear_backward_bias.__doc__ = literal.linear_backward_bias.__doc__
+
+
+def linear_backward_input(dh_prev, dz, W):
+    d_in, d_out = W.shape
+    WT = np.empty((d_out, d_in), dtype=W.dtype)  # pre-transposed W: rows of Wᵀ are unit-stride
+    _pick(_transpose, W.size)(WT, W)
+    no_bias = _NO_BIAS.get(dh_prev.dtype, np.empty(0, dh_prev.dtype))
+    _pick(_gemm, dz.shape[0] * d_in * d_out)(dh_prev, dz, False, WT, no_bias)
+
+
+linear_backward_input.__doc__ = literal.linear_backward_input.__doc__
+
+
+def half_sse_loss(h, t):
+    if not _contiguous(h, t):
+        return literal.half_sse_loss(h, t)
+    return 0.5 * _pick(_squared_error_sum_flat, h.size)(h.reshape(-1), t.reshape(-1))
+
+
+half_sse_loss.__doc__ = literal.half_sse_loss.__doc__
+
+
+def mse_loss(h, t):
+    if not _contiguous(h, t):
+        return literal.mse_loss(h, t)
+    return _pick(_squared_error_sum_flat, h.size)(h.reshape(-1), t.reshape(-1)) / h.size
+
+
+mse_loss.__doc__ = literal.mse_loss.__doc__
+
+
+def half_sse_backward(dh, h, t):
+    if not _contiguous(dh, h, t):
+        return literal.half_sse_backward(dh, h, t)
+    _pick(_scaled_difference_flat, h.size)(dh.reshape(-1), h.reshape(-1), t.reshape(-1), 1.0)
+
+
+half_sse_backward.__doc__ = literal.half_sse_backward.__doc__
+
+
+def mse_backward(dh, h, t):
+    if not _contiguous(dh, h, t):
+        return literal.mse_backward(dh, h, t)
+    _pick(_scaled_difference_flat, h.size)(dh.reshape(-1), h.reshape(-1), t.reshape(-1), 2.0 / h.size)
+
+
+mse_backward.__doc__ = literal.mse_backward.__doc__
+
+
+def softmax_cross_entropy_loss(z, t):
+    return _pick(_softmax_cross_entropy_loss, z.size)(z, t)
+
+
+softmax_cross_entropy_loss.__doc__ = literal.softmax_cross_entropy_loss.__doc__
+
+
+def softmax_cross_entropy_backward(dz, p, t):
+    if not _contiguous(dz, p, t):
+        return literal.softmax_cross_entropy_backward(dz, p, t)
+    _pick(_divided_difference_flat, p.size)(dz.reshape(-1), p.reshape(-1), t.reshape(-1), float(p.shape[0]))
+
+
+softmax_cross_entropy_backward.__doc__ = literal.softmax_cross_entropy_backward.__doc__
+
+
+def sgd_update(param, grad, lr):
+    _pick(_sgd_update_flat, param.size)(param, grad, lr)
+
+
+sgd_update.__doc__ = literal.sgd_update.__doc__
+
+
+#: name -> public tuned kernel, for :func:`nbmlp.engines.register_engine`.
+TUNED_KERNELS = {
+    "sigmoid_forward": sigmoid_forward,
+    "sigmoid_backward": sigmoid_backward,
+    "tanh_forward": tanh_forward,
+    "tanh_backward": tanh_backward,
+    "relu_forward": relu_forward,
+    "relu_backward": relu_backward,
+    "identity_forward": identity_forward,
+    "identity_backward": identity_backward,
+    "softmax_forward": softmax_forward,
+    "linear_forward": linear_forward,
+    "linear_backward_weight": linear_backward_weight,
+    "linear_backward_bias": linear_backward_bias,
+    "linear_backward_input": linear_backward_input,
+    "half_sse_loss": half_sse_loss,
+    "half_sse_backward": half_sse_backward,
+    "mse_loss": mse_loss,
+    "mse_backward": mse_backward,
+    "softmax_cross_entropy_loss": softmax_cross_entropy_loss,
+    "softmax_cross_entropy_backward": softmax_cross_entropy_backward,
+    "sgd_update": sgd_update,
+}
+
+
+def _register():
+    from .engines import register_engine
+
+    register_engine("tuned", TUNED_KERNELS)
+
+
+_register()
