@@ -48,7 +48,7 @@ import numpy as np
 from numba import njit
 
 from . import kernels_tuned as tuned
-from .kernels_tuned import TUNED_FLAGS, exp_nonpositive, sigmoid_fast
+from .kernels_tuned import TILE_COLS, TUNED_FLAGS, _tile, exp_nonpositive, sigmoid_fast
 
 #: Activation and loss names -> the codes the compiled loop branches on.
 ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "softmax": 4}
@@ -56,10 +56,10 @@ LOSS_CODES = {"half_sse": 0, "mse": 1, "cross_entropy": 2}
 
 #: Networks with at most this many multiply-adds per forward pass,
 #: n * Σ_l d_{l-1} d_l, train in the compiled serial loop; larger ones over the
-#: tuned kernels, which can use every core.  Measured with ``python -m nbmlp
-#: bench`` (see bench/RESULTS.md): the two paths cross between 64-128-10 at
-#: n = 256 (2.4 M) and 784-1024-10 (800 M).
-SMALL_MAX_WORK = 1 << 23
+#: tuned kernels, which can use every core.  Measured on 64-128-10 (2 cores,
+#: see the sweep in bench/RESULTS.md): the serial compiled loop wins up to
+#: n ~ 2048 (19 M), the parallel kernels from n ~ 4096 on.
+SMALL_MAX_WORK = 1 << 24
 
 
 def supports(net) -> bool:
@@ -136,13 +136,44 @@ def _activation_backward(row, h, act):
             row[i] = row[i] if h[i] > 0.0 else 0.0
 
 
+@njit(inline="always", **TUNED_FLAGS)
+def _product(C, A, a_transposed, B, no_bias):
+    r"""C = A·B (or Aᵀ·B) with the tuned tier's 8 x 8 register tile, one panel of columns at a time."""
+    R, Q = C.shape
+    for c0 in range(0, Q, TILE_COLS):
+        _tile(C, A, a_transposed, B, no_bias, 0, R, c0, min(Q, c0 + TILE_COLS))
+
+
+@njit(inline="always", **TUNED_FLAGS)
+def _transpose_into(out, a):
+    """out[q, p] = a[p, q]."""
+    P, Q = a.shape
+    for p in range(P):
+        for q in range(Q):
+            out[q, p] = a[p, q]
+
+
+#: A layer with at least this many units on both sides uses the register-tiled
+#: products; narrower ones (the note's 4-5-3) the plain loops below.
+WIDE = 8
+
+
 @njit(**TUNED_FLAGS)
-def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, TT, epochs, lr, losses):
+def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0, TT, epochs, lr, losses):
     r"""``epochs`` steps of full-batch gradient descent on the flat parameters ``theta``.
 
     theta: W_1 (d0 x d1, row-major), b_1, W_2, b_2, ... concatenated; snapshot:
     same size, the parameters before the last update (valid if have_snapshot).
-    h0T: h0ᵀ (d0 x n), TT: Tᵀ (dL x n).  Writes losses[e] for each epoch run.
+    h0T: h0ᵀ (d0 x n), h0: the same values row-major (n x d0), TT: Tᵀ (dL x n).
+    Writes losses[e] for each epoch run.
+
+    Layers at least :data:`WIDE` units wide on both sides compute their three
+    products with the tuned tier's register tile (:func:`_product`): z_lᵀ =
+    W_lᵀ·h_{l-1}ᵀ and (∂L/∂h_{l-1})ᵀ = W_l·(∂L/∂z_l)ᵀ run along the samples;
+    ∂L/∂W_l takes a row-major copy of ∂L/∂z_l (or of h_{l-1}, computing ∂L/∂W_lᵀ,
+    when d_out is the smaller side) so that its vector loop also runs along a
+    row.  Narrower layers use the plain loops, whose sums over samples keep
+    eight partial sums (:func:`_dot`).
     Returns 0, or the epoch (from 1) whose loss or gradient was not finite;
     theta then holds the snapshot again (when there was one).
     """
@@ -172,6 +203,9 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, TT
     row_max = np.empty(n, np.float64)
     row_sum = np.empty(n, np.float64)
     per_sample = np.empty(n, np.float64)
+    row_major = np.empty(n * widest, dtype)  # a row-major copy of dL/dz_l or h_{l-1}
+    gWT = np.empty(widest * widest, dtype)  # dL/dW_lᵀ when it is computed transposed
+    no_bias = np.empty(0, dtype)
 
     for epoch in range(epochs):
         # -- forward: z_l = h_{l-1} W_l + b_l, h_l = act(z_l), one unit k (a row of h_lᵀ) at a time
@@ -182,17 +216,21 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, TT
             h_in = h0T if l == 1 else hbuf[h_off[l - 1]:h_off[l - 1] + d_in * n].reshape((d_in, n))
             h_out = hbuf[h_off[l]:h_off[l] + d_out * n].reshape((d_out, n))
             act = acts[l - 1]
+            wide = d_in >= WIDE and d_out >= WIDE
+            if wide:  # z_lᵀ = W_lᵀ h_{l-1}ᵀ, Σ_j ascending, register-tiled
+                _product(h_out, W, True, h_in, no_bias)
             for k in range(d_out):
                 row = h_out[k]
-                w = W[0, k]
-                x = h_in[0]
-                for i in range(n):  # Σ_j h_ij w_jk, ascending j, vectorized over the samples i
-                    row[i] = x[i] * w
-                for j in range(1, d_in):
-                    w = W[j, k]
-                    x = h_in[j]
-                    for i in range(n):
-                        row[i] += x[i] * w
+                if not wide:
+                    w = W[0, k]
+                    x = h_in[0]
+                    for i in range(n):  # Σ_j h_ij w_jk, ascending j, vectorized over the samples i
+                        row[i] = x[i] * w
+                    for j in range(1, d_in):
+                        w = W[j, k]
+                        x = h_in[j]
+                        for i in range(n):
+                            row[i] += x[i] * w
                 bk = b[k]
                 if act == 1:
                     for i in range(n):
@@ -269,24 +307,42 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, TT
             h_in = h0T if l == 1 else hbuf[h_off[l - 1]:h_off[l - 1] + d_in * n].reshape((d_in, n))
             gW = grad[w_off[l]:w_off[l] + d_in * d_out].reshape((d_in, d_out))
             gb = grad[b_off[l]:b_off[l] + d_out]
-            for j in range(d_in):  # dL/dw_jk = Σ_i dL/dz_ik h_ij
-                for k in range(d_out):
-                    gW[j, k] = _dot(dz[k], h_in[j])
+            wide = d_in >= WIDE and d_out >= WIDE
+            if not wide:
+                for j in range(d_in):  # dL/dw_jk = Σ_i dL/dz_ik h_ij
+                    for k in range(d_out):
+                        gW[j, k] = _dot(dz[k], h_in[j])
+            elif d_out >= d_in:  # dL/dW = h_{l-1}ᵀ·dz with dz copied row-major (n x d_out)
+                dz_rows = row_major[:n * d_out].reshape((n, d_out))
+                _transpose_into(dz_rows, dz)
+                _product(gW, h_in, False, dz_rows, no_bias)
+            else:  # dL/dWᵀ = dzᵀ·h_{l-1}, h_{l-1} row-major (n x d_in), then transposed into gW
+                if l == 1:
+                    h_rows = h0
+                else:
+                    h_rows = row_major[:n * d_in].reshape((n, d_in))
+                    _transpose_into(h_rows, h_in)
+                gW_t = gWT[:d_out * d_in].reshape((d_out, d_in))
+                _product(gW_t, dz, False, h_rows, no_bias)
+                _transpose_into(gW, gW_t)
             for k in range(d_out):  # dL/db_k = Σ_i dL/dz_ik
                 gb[k] = _sum(dz[k])
             if l > 1:  # dL/dh_ij = Σ_k dL/dz_ik w_jk, then through act' of layer l - 1
                 dz_prev = (dz_b if use_a else dz_a)[:d_in * n].reshape((d_in, n))
+                if wide:  # (dL/dh)ᵀ = W·dzᵀ, Σ_k ascending, register-tiled
+                    _product(dz_prev, W, False, dz, no_bias)
                 for j in range(d_in):
                     row = dz_prev[j]
-                    w = W[j, 0]
-                    z0 = dz[0]
-                    for i in range(n):
-                        row[i] = z0[i] * w
-                    for k in range(1, d_out):
-                        w = W[j, k]
-                        zk = dz[k]
+                    if not wide:
+                        w = W[j, 0]
+                        z0 = dz[0]
                         for i in range(n):
-                            row[i] += zk[i] * w
+                            row[i] = z0[i] * w
+                        for k in range(1, d_out):
+                            w = W[j, k]
+                            zk = dz[k]
+                            for i in range(n):
+                                row[i] += zk[i] * w
                     _activation_backward(row, h_in[j], acts[l - 2])
                 dz = dz_prev
                 use_a = not use_a
@@ -353,13 +409,13 @@ def _fit_small(net, X, T, epochs, lr, callback):
     loss_code = LOSS_CODES[net.loss_name]
     losses = np.empty(epochs, dtype=np.float64)
     if callback is None:
-        failed = _train_small(theta, snapshot, False, sizes, acts, loss_code, h0T, TT, epochs, lr, losses)
+        failed = _train_small(theta, snapshot, False, sizes, acts, loss_code, h0T, h0, TT, epochs, lr, losses)
         _unflatten(net, theta)
         if failed:
             raise _non_finite(net, failed, losses[failed - 1], lr, losses[:failed - 1])
         return losses
     for epoch in range(epochs):  # one compiled epoch per call, so the callback sees every epoch
-        failed = _train_small(theta, snapshot, epoch > 0, sizes, acts, loss_code, h0T, TT, 1, lr,
+        failed = _train_small(theta, snapshot, epoch > 0, sizes, acts, loss_code, h0T, h0, TT, 1, lr,
                               losses[epoch:epoch + 1])
         _unflatten(net, theta)
         if failed:

@@ -1,0 +1,184 @@
+"""nbmlp.fused: the compiled full-batch loop against MLP.fit's Python loop over the literal kernels.
+
+Both paths of fit_full_batch are checked -- the compiled epoch loop (small
+networks) and the Python loop over the tuned kernels (large ones, forced here
+by lowering SMALL_MAX_WORK) -- on loss trajectories and final parameters, for
+every activation and loss, several depths, layers narrower and wider than the
+register tile, n = 1 and width-1 layers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import rel_err
+
+import nbmlp
+from nbmlp import MLP, fused
+from nbmlp.training import Trainer
+
+#: Largest accepted normwise relative difference of the loss trajectory and the
+#: final parameters after EPOCHS epochs, per dtype.  float64: the two paths add
+#: the same terms, some in another order and with fused multiply-adds, so they
+#: start ~1e-16 apart and gradient descent on these smooth losses does not
+#: amplify that beyond 1e-10.  float32: the tuned loops accumulate in float32,
+#: the literal ones in float64.
+TRAJECTORY_TOL = {np.dtype("float64"): 1e-10, np.dtype("float32"): 1e-4}
+EPOCHS = 50
+
+#: name -> MLP keyword arguments
+NETWORKS = {
+    "note 4-5-3": dict(sizes=(4, 5, 3)),
+    "tanh 3 layers": dict(sizes=(4, 7, 6, 3), activation=["tanh", "tanh", "sigmoid"]),
+    "softmax + cross-entropy": dict(sizes=(4, 9, 3), loss="cross_entropy"),
+    "mse, identity, no input sigmoid": dict(sizes=(4, 8, 2), loss="mse", activation="identity",
+                                            input_sigmoid=False),
+    "wide layers (register tile)": dict(sizes=(20, 17, 9, 12), activation=["sigmoid", "tanh", "sigmoid"]),
+    "wide, narrow output (dL/dW transposed)": dict(sizes=(18, 33, 3), loss="cross_entropy"),
+    "width-1 layers": dict(sizes=(1, 1, 3, 1)),
+}
+
+
+def _data(rng, sizes, n, dtype, loss="half_sse"):
+    X = rng.normal(size=(n, sizes[0])).astype(dtype)
+    if loss == "cross_entropy":
+        T = np.eye(sizes[-1], dtype=dtype)[rng.integers(0, sizes[-1], n)]
+    else:
+        T = rng.random((n, sizes[-1])).astype(dtype)
+    return X, T
+
+
+def _pair(config, dtype, seed=5):
+    kwargs = {k: v for k, v in config.items() if k != "sizes"}
+    return (MLP(config["sizes"], seed=seed, dtype=dtype, engine="loops", **kwargs),
+            MLP(config["sizes"], seed=seed, dtype=dtype, engine="loops", **kwargs))
+
+
+def _assert_same_training(expected_net, net, losses, dtype, what):
+    tol = TRAJECTORY_TOL[np.dtype(dtype)]
+    err = rel_err(losses, expected_net.loss_history)
+    assert err <= tol, f"{what}: loss trajectory differs by {err:.2e}"
+    for p, q in zip(net.W + net.b, expected_net.W + expected_net.b, strict=True):
+        assert p.dtype == np.dtype(dtype)
+        err = rel_err(p, q)
+        assert err <= tol, f"{what}: parameters differ by {err:.2e}"
+
+
+@pytest.fixture(params=["compiled loop", "kernel loop"])
+def path(request, monkeypatch):
+    if request.param == "kernel loop":
+        monkeypatch.setattr(fused, "SMALL_MAX_WORK", -1)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.parametrize("n", [1, 13, 150])
+def test_fit_full_batch_follows_mlp_fit(name, n, dtype, path, rng):
+    config = NETWORKS[name]
+    expected_net, net = _pair(config, dtype)
+    X, T = _data(rng, config["sizes"], n, dtype, config.get("loss", "half_sse"))
+    lr = 0.5 / n if config.get("loss", "half_sse") == "half_sse" else 0.5
+    expected_net.fit(X, T, epochs=EPOCHS, lr=lr, compiled=False)
+    losses = fused.fit_full_batch(net, X, T, EPOCHS, lr)
+    assert losses.shape == (EPOCHS,) and losses.dtype == np.float64
+    _assert_same_training(expected_net, net, losses, dtype, f"{name}, n={n}, {path}")
+
+
+def test_relu_network_follows_mlp_fit(rng, path):
+    config = dict(sizes=(5, 12, 10, 2), activation=["relu", "relu", "identity"], loss="mse")
+    expected_net, net = _pair(config, "float64")
+    X, T = _data(rng, config["sizes"], 40, "float64")
+    expected_net.fit(X, T, epochs=10, lr=0.05, compiled=False)
+    _assert_same_training(expected_net, net, fused.fit_full_batch(net, X, T, 10, 0.05), "float64", "relu")
+
+
+def test_iris_main_job_network_matches_literal_loops():
+    X, y = nbmlp.load_iris()
+    T = nbmlp.one_hot(y, 3)
+    expected_net, net = _pair(dict(sizes=(4, 5, 3)), "float64", seed=0)
+    expected_net.fit(X, T, epochs=300, lr=0.01, compiled=False)
+    losses = fused.fit_full_batch(net, X, T, 300, 0.01)
+    _assert_same_training(expected_net, net, losses, "float64", "Iris 4-5-3, 300 epochs")
+
+
+def test_callback_sees_every_epoch_and_the_same_run(rng, path):
+    config = NETWORKS["note 4-5-3"]
+    a, b = _pair(config, "float64")
+    X, T = _data(rng, config["sizes"], 30, "float64")
+    seen = []
+
+    def callback(epoch, loss):
+        seen.append((epoch, loss, b.W[0].copy()))
+
+    plain = fused.fit_full_batch(a, X, T, 6, 0.05)
+    called = fused.fit_full_batch(b, X, T, 6, 0.05, callback=callback)
+    np.testing.assert_array_equal(plain, called)
+    assert [e for e, _, _ in seen] == list(range(1, 7))
+    assert [loss for _, loss, _ in seen] == called.tolist()
+    np.testing.assert_array_equal(seen[-1][2], a.W[0])  # the callback sees the updated parameters
+    for p, q in zip(a.W + a.b, b.W + b.b, strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_non_finite_restores_last_finite_parameters(rng, path):
+    X = rng.normal(scale=30.0, size=(6, 3))
+    T = rng.normal(size=(6, 2))
+    net = MLP((3, 4, 2), seed=1, activation="identity", input_sigmoid=False)
+    with pytest.raises(FloatingPointError, match="non-finite") as info:
+        fused.fit_full_batch(net, X, T, 5000, 5.0)
+    losses = info.value.losses
+    assert losses.size >= 1 and np.isfinite(losses).all()
+    assert net.loss_history == losses.tolist()
+    for p in net.W + net.b:
+        assert np.isfinite(p).all()
+    assert net.loss(X, T) == pytest.approx(losses[-1], rel=1e-12)
+
+
+def test_non_finite_in_the_first_epoch_leaves_parameters_alone(rng):
+    X = np.full((4, 3), np.nan)
+    T = rng.normal(size=(4, 2))
+    net = MLP((3, 4, 2), seed=1, input_sigmoid=False)
+    before = [p.copy() for p in net.W + net.b]
+    with pytest.raises(FloatingPointError):
+        fused.fit_full_batch(net, X, T, 3, 0.1)
+    for p, q in zip(net.W + net.b, before, strict=True):
+        np.testing.assert_array_equal(p, q)
+    assert net.loss_history == []
+
+
+def test_supports_every_network_of_nbmlp():
+    assert fused.supports(MLP((4, 5, 3)))
+    assert fused.supports(MLP((4, 5, 3), loss="cross_entropy", activation="relu", dtype="float32"))
+    assert fused.supports(MLP((2, 3, 3, 1), activation=["tanh", "relu", "identity"], loss="mse"))
+
+
+def test_mlp_fit_runs_the_compiled_loop(rng):
+    X, T = _data(rng, (4, 5, 3), 20, "float64")
+    trainer = Trainer(MLP((4, 5, 3), seed=0), lr=0.1)
+    trainer.run(X, T, 5)
+    assert trainer.used_compiled_loop
+    assert len(trainer.net.loss_history) == 5
+
+
+def test_kernel_loop_is_bit_identical_with_one_and_two_threads(rng, monkeypatch):
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba was started with a single thread")
+    monkeypatch.setattr(fused, "SMALL_MAX_WORK", -1)  # the kernel loop: tuned kernels, some parallel
+    import nbmlp.kernels_tuned as kt
+
+    monkeypatch.setattr(kt, "PARALLEL_MIN_WORK", 0)
+    X, T = _data(rng, (30, 70, 10), 300, "float64")
+    runs = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        try:
+            net = MLP((30, 70, 10), seed=2)
+            runs.append((fused.fit_full_batch(net, X, T, 3, 0.001), net.W + net.b))
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    for p, q in zip(runs[0][1], runs[1][1], strict=True):
+        np.testing.assert_array_equal(p, q)

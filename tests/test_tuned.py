@@ -1,0 +1,138 @@
+"""The tuned loop tier (engine "tuned") against the NumPy reference, and against itself across threads.
+
+The lead's suite (tests/test_core_kernels.py) already runs every engine in
+``nbmlp.ENGINES`` -- "tuned" included -- over edge shapes; here the tuned tier's
+own code paths are aimed at: shapes that cross its 8 x 8 register tile, its
+64 x 256 output tiles and its 4096-element chunks, narrow layers (dL/dW computed
+transposed), serial and parallel compilations, and the vectorized exp.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+from conftest import DTYPES, assert_close
+from test_core_kernels import check_kernel
+
+from nbmlp import kernels_tuned as kt
+from nbmlp import reference
+from nbmlp.engines import KERNEL_NAMES, get_engine
+
+#: Largest accepted relative error of exp_nonpositive against NumPy's exp, where
+#: the result is a normal float: a few ulp (it is about 1 ulp, measured).
+EXP_REL_TOL = 4 * np.finfo(np.float64).eps
+
+#: (n, d_in, d_out): across the 8-row / 8-term register tile (7, 8, 9, 17), across
+#: the 64-row and 256-column output tiles (65, 257), narrow outputs (d_out < 16,
+#: so dL/dW is computed transposed), width-1 layers and n = 1.
+TILE_SHAPES = [(1, 1, 1), (1, 9, 17), (7, 8, 9), (9, 17, 8), (65, 9, 257), (70, 300, 3), (16, 1, 40),
+               (3, 33, 1), (129, 16, 16), (8, 8, 8)]
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def forced(request, monkeypatch):
+    """Run every tuned kernel in its serial, or its parallel, compilation whatever the size."""
+    monkeypatch.setattr(kt, "PARALLEL_MIN_WORK", 1 << 62 if request.param == "serial" else 0)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("name", KERNEL_NAMES)
+def test_tuned_kernel_matches_reference_across_tiles(name, dtype, forced, rng):
+    for n, d_in, d_out in TILE_SHAPES:
+        check_kernel("tuned", name, rng, n, d_in, d_out, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+def test_elementwise_kernels_cross_chunk_boundaries(dtype, forced, rng):
+    for name in ("sigmoid_forward", "relu_backward", "half_sse_loss", "mse_backward", "sgd_update"):
+        check_kernel("tuned", name, rng, 3 * kt.CHUNK // 7 + 5, 1, 7, dtype)  # 7 columns: chunks split rows
+
+
+def test_exp_nonpositive_against_numpy():
+    @numba.njit
+    def evaluate(out, x):
+        for m in range(x.shape[0]):
+            out[m] = kt.exp_nonpositive(x[m])
+
+    x = -np.concatenate([np.linspace(0.0, 708.0, 200_001), np.random.default_rng(1).exponential(3.0, 10_000)])
+    out = np.empty_like(x)
+    evaluate(out, x)
+    np.testing.assert_allclose(out, np.exp(x), rtol=EXP_REL_TOL, atol=0.0)
+    # subnormal results, underflow to 0, and the special values
+    x = np.array([-720.0, -745.0, -746.0, -1000.0, -np.inf, 0.0, -0.0, np.nan])
+    evaluate(out[:8], x)
+    np.testing.assert_allclose(out[:4], np.exp(x[:4]), rtol=1e-3, atol=0.0)
+    assert out[3] == 0.0 and out[4] == 0.0 and out[5] == 1.0 and out[6] == 1.0 and np.isnan(out[7])
+
+
+def test_sigmoid_propagates_nan_and_saturates():
+    z = np.array([[np.nan, np.inf, -np.inf, 745.0, -745.0]])
+    h = np.empty_like(z)
+    kt.sigmoid_forward(h, z)
+    assert np.isnan(h[0, 0])
+    np.testing.assert_array_equal(h[0, 1:4], [1.0, 0.0, 1.0])
+    assert 0.0 < h[0, 4] < 1e-300
+
+
+def test_non_contiguous_arguments_fall_back_to_the_literal_loops(rng):
+    z = rng.normal(size=(6, 8))[:, ::2]
+    h = np.empty((6, 4))
+    expected = np.empty_like(h)
+    get_engine("tuned").sigmoid_forward(h, z)
+    reference.sigmoid_forward(expected, z)
+    assert_close(h, expected, np.float64, "sigmoid_forward on a strided view")
+
+
+def test_parallel_and_serial_compilations_are_bit_identical(rng):
+    X = rng.normal(size=(300, 70))
+    W = rng.normal(size=(70, 260))
+    dz = rng.normal(size=(300, 260))
+    b = rng.normal(size=260)
+    outs = {}
+    for label, threshold in (("serial", 1 << 62), ("parallel", 0)):
+        saved = kt.PARALLEL_MIN_WORK
+        kt.PARALLEL_MIN_WORK = threshold
+        try:
+            z = np.empty((300, 260))
+            kt.linear_forward(z, X, W, b)
+            dW = np.empty((70, 260))
+            kt.linear_backward_weight(dW, dz, X)
+            dh = np.empty((300, 70))
+            kt.linear_backward_input(dh, dz, W)
+            loss = kt.half_sse_loss(z, dz)
+            outs[label] = (z, dW, dh, np.array(loss))
+        finally:
+            kt.PARALLEL_MIN_WORK = saved
+    for a, b_ in zip(outs["serial"], outs["parallel"], strict=True):
+        assert np.array_equal(a, b_)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, numba
+    from nbmlp import MLP
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 70))
+    T = rng.random((300, 10))
+    g = MLP((70, 260, 10), seed=3, engine="tuned").gradients(X, T)
+    np.savez(sys.argv[1], threads=numba.get_num_threads(), loss=g.loss, *(g.W + g.b + g.dL_dz))
+""")
+
+
+def test_bit_identical_with_numba_num_threads_1_and_2(tmp_path):
+    results = {}
+    for threads in (1, 2):
+        out = tmp_path / f"threads{threads}.npz"
+        env = {**os.environ, "NUMBA_NUM_THREADS": str(threads)}
+        subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env, check=True, timeout=600)
+        results[threads] = np.load(out)
+    assert int(results[1]["threads"]) == 1 and int(results[2]["threads"]) == 2
+    for key in results[1].files:
+        if key != "threads":
+            assert np.array_equal(results[1][key], results[2][key]), key
