@@ -27,7 +27,9 @@ The kernel engines all run the same Python epoch driver (:func:`engine_epoch`),
 with buffers allocated once.  Warm timings exclude compilation: every
 implementation runs a few epochs first.  Implementations are timed round-robin
 (one repeat of each, then the next repeat), so the noise of a shared machine
-falls on all of them alike; the tables give medians.
+falls on all of them alike, with a short pause before each repeat so that the
+worker threads another library leaves spinning (OpenBLAS, XLA, OpenMP) are
+asleep; the tables give medians.
 
 GF/s counts the multiply-adds of the products only (2 flops each):
 forward n Σ_l d_{l-1} d_l, ∂L/∂W the same, ∂L/∂h_{l-1} for l >= 2.  "% GEMM" is
@@ -60,6 +62,11 @@ SWEEP_N = (8, 32, 128, 512, 2048, 8192)
 KERNEL_ENGINES = ("tuned", "loops", "loops-serial", "loops-parallel", "numpy")
 #: Each timed repeat runs epochs until it has taken at least this long.
 MIN_REPEAT_SECONDS = 0.02
+#: Pause before each timed repeat.  OpenBLAS's worker threads busy-wait for
+#: ~0.1 s after a call (as do XLA's and OpenMP's); on 2 cores a spinning
+#: thread of the previous implementation would halve the next one's parallel
+#: speed.  The pause lets them go to sleep first.
+PAUSE_SECONDS = 0.15
 
 
 # ---------------------------------------------------------------------------
@@ -321,6 +328,7 @@ def time_round_robin(runners: dict, repeats: int, slow_seconds: float = 1.0) -> 
             if r >= plan[name]["repeats"]:
                 continue
             e = plan[name]["epochs_per_repeat"]
+            time.sleep(PAUSE_SECONDS)
             t = time.perf_counter()
             run(e)
             plan[name]["times"].append((time.perf_counter() - t) / e)

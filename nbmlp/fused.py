@@ -20,7 +20,8 @@ what differs is where the loops live:
   - the sigmoid uses the tuned tier's vectorizable exp
     (:func:`nbmlp.kernels_tuned.exp_nonpositive`);
   - sums over samples (∂L/∂W, ∂L/∂b) keep eight interleaved partial sums
-    (i mod 8) added at the end, so eight independent FMA chains overlap.
+    (i mod 8) added at the end, so eight independent FMA chains overlap;
+    in float32 they accumulate in float32, as the tuned tier does.
 
 * **Larger networks** run the epoch loop in Python over the kernels of the
   tuned tier (:mod:`nbmlp.kernels_tuned`), which choose serial or parallel by
@@ -32,6 +33,10 @@ Results agree with ``MLP.fit`` on the literal ``"loops"`` engine up to
 rounding (the sums are the same, a few are added in another order and
 multiply-adds are fused); the tests hold the loss trajectories and the final
 parameters to 1e-10 in float64.
+
+Developer note: Numba's on-disk cache of :func:`_train_small` is keyed by this
+file only, not by the tuned-tier helpers it inlines; after editing
+``kernels_tuned.py``, delete ``nbmlp/__pycache__/fused.*`` (or touch this file).
 
 If a loss or a gradient becomes NaN or infinite, the parameters that gave the
 last finite loss are put back and ``FloatingPointError`` is raised, as
@@ -79,32 +84,37 @@ def forward_work(net, n: int) -> int:
 
 
 @njit(inline="always", **TUNED_FLAGS)
-def _dot(x, y):
-    r"""Σ_i x_i y_i in float64, as eight interleaved partial sums (i mod 8) added pairwise at the end."""
+def _dot(x, y, zero):
+    r"""Σ_i x_i y_i as eight interleaved partial sums (i mod 8), added pairwise at the end.
+
+    Accumulated in the type of ``zero`` (the arrays' dtype: float32 sums stay
+    float32, as in the tuned tier; converting each term to float64 costs more
+    than the multiply-add here).
+    """
     n = x.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
     i = 0
     while i + 8 <= n:
-        s0 += np.float64(x[i]) * y[i]
-        s1 += np.float64(x[i + 1]) * y[i + 1]
-        s2 += np.float64(x[i + 2]) * y[i + 2]
-        s3 += np.float64(x[i + 3]) * y[i + 3]
-        s4 += np.float64(x[i + 4]) * y[i + 4]
-        s5 += np.float64(x[i + 5]) * y[i + 5]
-        s6 += np.float64(x[i + 6]) * y[i + 6]
-        s7 += np.float64(x[i + 7]) * y[i + 7]
+        s0 += x[i] * y[i]
+        s1 += x[i + 1] * y[i + 1]
+        s2 += x[i + 2] * y[i + 2]
+        s3 += x[i + 3] * y[i + 3]
+        s4 += x[i + 4] * y[i + 4]
+        s5 += x[i + 5] * y[i + 5]
+        s6 += x[i + 6] * y[i + 6]
+        s7 += x[i + 7] * y[i + 7]
         i += 8
     while i < n:
-        s0 += np.float64(x[i]) * y[i]
+        s0 += x[i] * y[i]
         i += 1
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 @njit(inline="always", **TUNED_FLAGS)
-def _sum(x):
-    r"""Σ_i x_i in float64, eight interleaved partial sums as in :func:`_dot`."""
+def _sum(x, zero):
+    r"""Σ_i x_i, eight interleaved partial sums as in :func:`_dot`, in the type of ``zero``."""
     n = x.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
     i = 0
     while i + 8 <= n:
         s0 += x[i]
@@ -120,6 +130,34 @@ def _sum(x):
         s0 += x[i]
         i += 1
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@njit(inline="always", **TUNED_FLAGS)
+def _combine_rows(row, X, w):
+    r"""row_i = Σ_j w_j X_ji, j ascending, vectorized over i; four terms of the sum per pass over the row.
+
+    X: (m, n) rows, w: (m,) weights (a column of W, or a row of W).  Adding
+    four terms per pass loads and stores ``row`` m/4 times instead of m times.
+    """
+    m = X.shape[0]
+    n = row.shape[0]
+    x0 = X[0]
+    w0 = w[0]
+    for i in range(n):
+        row[i] = x0[i] * w0
+    j = 1
+    while j + 4 <= m:
+        x0, x1, x2, x3 = X[j], X[j + 1], X[j + 2], X[j + 3]
+        w0, w1, w2, w3 = w[j], w[j + 1], w[j + 2], w[j + 3]
+        for i in range(n):
+            row[i] = (((row[i] + x0[i] * w0) + x1[i] * w1) + x2[i] * w2) + x3[i] * w3
+        j += 4
+    while j < m:
+        x0 = X[j]
+        w0 = w[j]
+        for i in range(n):
+            row[i] += x0[i] * w0
+        j += 1
 
 
 @njit(inline="always", **TUNED_FLAGS)
@@ -159,13 +197,14 @@ WIDE = 8
 
 
 @njit(**TUNED_FLAGS)
-def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0, TT, epochs, lr, losses):
+def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0, TT, epochs, lr, losses,
+                 zero):
     r"""``epochs`` steps of full-batch gradient descent on the flat parameters ``theta``.
 
     theta: W_1 (d0 x d1, row-major), b_1, W_2, b_2, ... concatenated; snapshot:
     same size, the parameters before the last update (valid if have_snapshot).
     h0T: h0ᵀ (d0 x n), h0: the same values row-major (n x d0), TT: Tᵀ (dL x n).
-    Writes losses[e] for each epoch run.
+    Writes losses[e] for each epoch run.  zero: 0 in the dtype (the type of the sums over samples).
 
     Layers at least :data:`WIDE` units wide on both sides compute their three
     products with the tuned tier's register tile (:func:`_product`): z_lᵀ =
@@ -221,16 +260,8 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0
                 _product(h_out, W, True, h_in, no_bias)
             for k in range(d_out):
                 row = h_out[k]
-                if not wide:
-                    w = W[0, k]
-                    x = h_in[0]
-                    for i in range(n):  # Σ_j h_ij w_jk, ascending j, vectorized over the samples i
-                        row[i] = x[i] * w
-                    for j in range(1, d_in):
-                        w = W[j, k]
-                        x = h_in[j]
-                        for i in range(n):
-                            row[i] += x[i] * w
+                if not wide:  # Σ_j h_ij w_jk, ascending j, vectorized over the samples i
+                    _combine_rows(row, h_in, W[:, k])
                 bk = b[k]
                 if act == 1:
                     for i in range(n):
@@ -278,13 +309,13 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0
             for k in range(d_L):
                 for i in range(n):
                     per_sample[i] += TT[k, i] * (row_sum[i] - zL[k, i])
-            loss = _sum(per_sample) / n
+            loss = _sum(per_sample, 0.0) / n
         else:  # Σ_i Σ_k (t_ik - h_ik)^2, halved (half_sse) or divided by n d (mse)
             for k in range(d_L):
                 for i in range(n):
                     diff = np.float64(TT[k, i]) - np.float64(h_L[k, i])
                     per_sample[i] += diff * diff
-            loss = _sum(per_sample)
+            loss = _sum(per_sample, 0.0)
             loss = 0.5 * loss if loss_code == 0 else loss / (n * d_L)
 
         # -- dL/dz_L
@@ -311,7 +342,7 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0
             if not wide:
                 for j in range(d_in):  # dL/dw_jk = Σ_i dL/dz_ik h_ij
                     for k in range(d_out):
-                        gW[j, k] = _dot(dz[k], h_in[j])
+                        gW[j, k] = _dot(dz[k], h_in[j], zero)
             elif d_out >= d_in:  # dL/dW = h_{l-1}ᵀ·dz with dz copied row-major (n x d_out)
                 dz_rows = row_major[:n * d_out].reshape((n, d_out))
                 _transpose_into(dz_rows, dz)
@@ -326,23 +357,15 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0
                 _product(gW_t, dz, False, h_rows, no_bias)
                 _transpose_into(gW, gW_t)
             for k in range(d_out):  # dL/db_k = Σ_i dL/dz_ik
-                gb[k] = _sum(dz[k])
+                gb[k] = _sum(dz[k], zero)
             if l > 1:  # dL/dh_ij = Σ_k dL/dz_ik w_jk, then through act' of layer l - 1
                 dz_prev = (dz_b if use_a else dz_a)[:d_in * n].reshape((d_in, n))
                 if wide:  # (dL/dh)ᵀ = W·dzᵀ, Σ_k ascending, register-tiled
                     _product(dz_prev, W, False, dz, no_bias)
                 for j in range(d_in):
                     row = dz_prev[j]
-                    if not wide:
-                        w = W[j, 0]
-                        z0 = dz[0]
-                        for i in range(n):
-                            row[i] = z0[i] * w
-                        for k in range(1, d_out):
-                            w = W[j, k]
-                            zk = dz[k]
-                            for i in range(n):
-                                row[i] += zk[i] * w
+                    if not wide:  # Σ_k dL/dz_ik w_jk, ascending k
+                        _combine_rows(row, dz, W[j])
                     _activation_backward(row, h_in[j], acts[l - 2])
                 dz = dz_prev
                 use_a = not use_a
@@ -409,14 +432,15 @@ def _fit_small(net, X, T, epochs, lr, callback):
     loss_code = LOSS_CODES[net.loss_name]
     losses = np.empty(epochs, dtype=np.float64)
     if callback is None:
-        failed = _train_small(theta, snapshot, False, sizes, acts, loss_code, h0T, h0, TT, epochs, lr, losses)
+        failed = _train_small(theta, snapshot, False, sizes, acts, loss_code, h0T, h0, TT, epochs, lr, losses,
+                               net.dtype.type(0))
         _unflatten(net, theta)
         if failed:
             raise _non_finite(net, failed, losses[failed - 1], lr, losses[:failed - 1])
         return losses
     for epoch in range(epochs):  # one compiled epoch per call, so the callback sees every epoch
         failed = _train_small(theta, snapshot, epoch > 0, sizes, acts, loss_code, h0T, h0, TT, 1, lr,
-                              losses[epoch:epoch + 1])
+                              losses[epoch:epoch + 1], net.dtype.type(0))
         _unflatten(net, theta)
         if failed:
             raise _non_finite(net, epoch + 1, losses[epoch], lr, losses[:epoch])
