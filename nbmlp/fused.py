@@ -62,9 +62,9 @@ LOSS_CODES = {"half_sse": 0, "mse": 1, "cross_entropy": 2}
 #: Networks with at most this many multiply-adds per forward pass,
 #: n * Σ_l d_{l-1} d_l, train in the compiled serial loop; larger ones over the
 #: tuned kernels, which can use every core.  Measured on 64-128-10 (2 cores,
-#: see the sweep in bench/RESULTS.md): the serial compiled loop wins up to
-#: n ~ 2048 (19 M), the parallel kernels from n ~ 4096 on.
-SMALL_MAX_WORK = 1 << 24
+#: the sweep in bench/RESULTS.md): the serial compiled loop wins up to n = 32
+#: (0.3 M), the two tie at n = 128 (1.2 M), the kernels win from n = 512 (4.8 M).
+SMALL_MAX_WORK = 1 << 20
 
 
 def supports(net) -> bool:
