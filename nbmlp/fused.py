@@ -10,18 +10,35 @@ what differs is where the loops live:
 * **Small networks** (at most :data:`SMALL_MAX_WORK` multiply-adds per forward
   pass, e.g. the note's 4-5-3 on Iris) run every epoch inside one compiled
   function (:func:`_train_small`), serial: no Python between kernels, no
-  parallel-region start-up, no allocation per epoch.  Three more changes:
+  parallel-region start-up, no allocation per epoch.  More changes against
+  the literal loops, each measured on 4-5-3, n = 150 (bench/RESULTS.md):
 
   - the batch is stored **transposed** (one row per unit, n samples along the
     row), so with d = 3..5 units every loop still runs n long, unit stride,
     over samples: it vectorizes where a row of 5 cannot;
+  - the sample count is **padded** to a multiple of :data:`PAD` with zero
+    inputs whose ∂L/∂z is set to 0 (they add exact zeros to every sum and are
+    left out of the loss), so no vector loop ends in scalar iterations;
   - the input sigmoid h0 = σ(X) does not change between epochs: it is
     computed once per call;
   - the sigmoid uses the tuned tier's vectorizable exp
-    (:func:`nbmlp.kernels_tuned.exp_nonpositive`);
-  - sums over samples (∂L/∂W, ∂L/∂b) keep eight interleaved partial sums
-    (i mod 8) added at the end, so eight independent FMA chains overlap;
-    in float32 they accumulate in float32, as the tuned tier does.
+    (:func:`nbmlp.kernels_tuned.exp_nonpositive`), and for **float32** nets
+    its float32 twin (:func:`~nbmlp.kernels_tuned.sigmoid_fast_f32`: exp and
+    division in float32, 8 lanes per vector);
+  - **passes are fused**: the last term of each z row, + b and σ in one pass;
+    the loss terms, ∂L/∂h and σ' of the output layer in one pass; the last
+    term of each ∂L/∂h row and σ' in one pass;
+  - sums over samples (∂L/∂W, ∂L/∂b, the loss) are
+    :func:`nbmlp.kernels_tuned.lane_dot` / ``lane_sum``: 16 interleaved partial
+    sums (i mod 16) held in vector registers, combined pairwise in a fixed
+    order -- deterministic, whatever the machine or thread count, and
+    vectorized (without ``reassoc``, LLVM would keep a written sum scalar);
+    in float32 they accumulate in float32, as the tuned tier does;
+  - **no per-epoch views or reshapes** in the small-layer path: rows are
+    addressed by index and weights read from the flat parameter vector
+    (each array view made in a loop costs two atomic reference-count updates
+    in Numba, each reshape a runtime call; together about a fifth of the
+    epoch before).
 
 * **Larger networks** run the epoch loop in Python over the kernels of the
   tuned tier (:mod:`nbmlp.kernels_tuned`), which choose serial or parallel by
@@ -31,12 +48,15 @@ what differs is where the loops live:
 
 Results agree with ``MLP.fit`` on the literal ``"loops"`` engine up to
 rounding (the sums are the same, a few are added in another order and
-multiply-adds are fused); the tests hold the loss trajectories and the final
-parameters to 1e-10 in float64.
+multiply-adds are fused; float32 nets compute σ in float32); the tests hold the
+loss trajectories and the final parameters to 1e-10 in float64 and 1e-4 in float32.
 
 Developer note: Numba's on-disk cache of :func:`_train_small` is keyed by this
-file only, not by the tuned-tier helpers it inlines; after editing
-``kernels_tuned.py``, delete ``nbmlp/__pycache__/fused.*`` (or touch this file).
+file only, not by the tuned-tier helpers it inlines (exp, sigmoid, lane sums);
+after editing ``kernels_tuned.py``, delete ``nbmlp/__pycache__/fused.*`` (or
+touch this file), or a stale compiled loop keeps running the old helpers.  CI and
+users installing a release start from a fresh clone / wheel with no cache, so
+only a working tree that compiled before the edit is exposed.
 
 If a loss or a gradient becomes NaN or infinite, the parameters that gave the
 last finite loss are put back and ``FloatingPointError`` is raised, as
@@ -50,10 +70,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from . import kernels_tuned as tuned
-from .kernels_tuned import TILE_COLS, TUNED_FLAGS, _tile, exp_nonpositive, sigmoid_fast
+from .kernels_tuned import (
+    TILE_COLS,
+    TUNED_FLAGS,
+    _tile,
+    exp_nonpositive,
+    lane_dot_rows,
+    lane_sum,
+    lane_sum_row,
+    sigmoid_fast,
+    sigmoid_fast_f32,
+)
 
 #: Activation and loss names -> the codes the compiled loop branches on.
 ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "softmax": 4}
@@ -83,95 +114,84 @@ def forward_work(net, n: int) -> int:
 # ---------------------------------------------------------------------------
 
 
-@njit(inline="always", **TUNED_FLAGS)
-def _dot(x, y, zero):
-    r"""Σ_i x_i y_i as eight interleaved partial sums (i mod 8), added pairwise at the end.
+def _sigmoid_same(z):
+    """σ(z) in z's own float type (stub; the compiled versions are chosen by the overload below)."""
+    raise NotImplementedError
 
-    Accumulated in the type of ``zero`` (the arrays' dtype: float32 sums stay
-    float32, as in the tuned tier; converting each term to float64 costs more
-    than the multiply-add here).
+
+@overload(_sigmoid_same, jit_options={"fastmath": {"contract"}, "error_model": "numpy"})
+def _sigmoid_same_overload(z):
+    # float32 networks: exp and the division in float32 (8 lanes per 256-bit vector, float32
+    # division ~3x the throughput of float64); about 2 float32 ulp, inside the 1e-5 tolerance.
+    # Before: every float32 sigmoid was computed in float64 and rounded back.
+    if z == types.float32:
+        return lambda z: sigmoid_fast_f32(z)
+    return lambda z: sigmoid_fast(np.float64(z))
+
+
+@njit(inline="always", **TUNED_FLAGS)
+def _combine_rows(out, r, X, w, w0, ws, m):
+    r"""out[r, i] = Σ_{j<m} w[w0 + j ws] X[j, i], j ascending, vectorized over i; up to four terms per pass.
+
+    X: (>= m, N); out: (., N).  Rows are addressed by index, not as row views
+    (each view made in a loop costs an atomic increment and decrement of the
+    array's reference count).  The weights are read from the flat parameter
+    vector (a column of W_l: w0 = offset + k, ws = d_out; a row: ws = 1), which
+    avoids reshaping W_l every epoch (a call into Numba's runtime).  m >= 1.
+    The first pass writes up to four terms (before: one), later passes add four
+    at a time, so the output row is loaded and stored about m/4 times instead of
+    m times.  The order of the terms is unchanged: ((w_0 X_0i + w_1 X_1i) + w_2 X_2i) + ...
     """
-    n = x.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
-    i = 0
-    while i + 8 <= n:
-        s0 += x[i] * y[i]
-        s1 += x[i + 1] * y[i + 1]
-        s2 += x[i + 2] * y[i + 2]
-        s3 += x[i + 3] * y[i + 3]
-        s4 += x[i + 4] * y[i + 4]
-        s5 += x[i + 5] * y[i + 5]
-        s6 += x[i + 6] * y[i + 6]
-        s7 += x[i + 7] * y[i + 7]
-        i += 8
-    while i < n:
-        s0 += x[i] * y[i]
-        i += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-
-
-@njit(inline="always", **TUNED_FLAGS)
-def _sum(x, zero):
-    r"""Σ_i x_i, eight interleaved partial sums as in :func:`_dot`, in the type of ``zero``."""
-    n = x.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
-    i = 0
-    while i + 8 <= n:
-        s0 += x[i]
-        s1 += x[i + 1]
-        s2 += x[i + 2]
-        s3 += x[i + 3]
-        s4 += x[i + 4]
-        s5 += x[i + 5]
-        s6 += x[i + 6]
-        s7 += x[i + 7]
-        i += 8
-    while i < n:
-        s0 += x[i]
-        i += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-
-
-@njit(inline="always", **TUNED_FLAGS)
-def _combine_rows(row, X, w):
-    r"""row_i = Σ_j w_j X_ji, j ascending, vectorized over i; four terms of the sum per pass over the row.
-
-    X: (m, n) rows, w: (m,) weights (a column of W, or a row of W).  Adding
-    four terms per pass loads and stores ``row`` m/4 times instead of m times.
-    """
-    m = X.shape[0]
-    n = row.shape[0]
-    x0 = X[0]
-    w0 = w[0]
-    for i in range(n):
-        row[i] = x0[i] * w0
-    j = 1
-    while j + 4 <= m:
-        x0, x1, x2, x3 = X[j], X[j + 1], X[j + 2], X[j + 3]
-        w0, w1, w2, w3 = w[j], w[j + 1], w[j + 2], w[j + 3]
+    n = out.shape[1]
+    if m == 1:
+        c0 = w[w0]
         for i in range(n):
-            row[i] = (((row[i] + x0[i] * w0) + x1[i] * w1) + x2[i] * w2) + x3[i] * w3
+            out[r, i] = X[0, i] * c0
+        j = 1
+    elif m == 2:
+        c0, c1 = w[w0], w[w0 + ws]
+        for i in range(n):
+            out[r, i] = X[0, i] * c0 + X[1, i] * c1
+        j = 2
+    elif m == 3:
+        c0, c1, c2 = w[w0], w[w0 + ws], w[w0 + 2 * ws]
+        for i in range(n):
+            out[r, i] = (X[0, i] * c0 + X[1, i] * c1) + X[2, i] * c2
+        j = 3
+    else:
+        c0, c1, c2, c3 = w[w0], w[w0 + ws], w[w0 + 2 * ws], w[w0 + 3 * ws]
+        for i in range(n):
+            out[r, i] = ((X[0, i] * c0 + X[1, i] * c1) + X[2, i] * c2) + X[3, i] * c3
+        j = 4
+    while j + 4 <= m:
+        q = w0 + j * ws
+        c0, c1, c2, c3 = w[q], w[q + ws], w[q + 2 * ws], w[q + 3 * ws]
+        for i in range(n):
+            out[r, i] = (((out[r, i] + X[j, i] * c0) + X[j + 1, i] * c1) + X[j + 2, i] * c2) + X[j + 3, i] * c3
         j += 4
     while j < m:
-        x0 = X[j]
-        w0 = w[j]
+        c0 = w[w0 + j * ws]
         for i in range(n):
-            row[i] += x0[i] * w0
+            out[r, i] += X[j, i] * c0
         j += 1
 
 
 @njit(inline="always", **TUNED_FLAGS)
-def _activation_backward(row, h, act):
-    """row_i <- row_i act'(z_i), written with the saved output h (as the literal kernels do)."""
+def _activation_backward(out, r, h, hr, act, one):
+    """out[r, i] <- out[r, i] act'(z_i), written with the saved output h[hr] (as the literal kernels do).
+
+    ``one``: 1 in the arrays' dtype (before: the literal 1.0, which made float32
+    rows compute in float64 and convert back).
+    """
     if act == 1:  # sigmoid: dh * h * (1 - h)
-        for i in range(row.shape[0]):
-            row[i] = row[i] * h[i] * (1.0 - h[i])
+        for i in range(out.shape[1]):
+            out[r, i] = out[r, i] * h[hr, i] * (one - h[hr, i])
     elif act == 2:  # tanh: dh * (1 - h^2)
-        for i in range(row.shape[0]):
-            row[i] = row[i] * (1.0 - h[i] * h[i])
+        for i in range(out.shape[1]):
+            out[r, i] = out[r, i] * (one - h[hr, i] * h[hr, i])
     elif act == 3:  # relu: dh * [h > 0]
-        for i in range(row.shape[0]):
-            row[i] = row[i] if h[i] > 0.0 else 0.0
+        for i in range(out.shape[1]):
+            out[r, i] = out[r, i] if h[hr, i] > 0.0 else 0.0
 
 
 @njit(inline="always", **TUNED_FLAGS)
@@ -195,54 +215,72 @@ def _transpose_into(out, a):
 #: products; narrower ones (the note's 4-5-3) the plain loops below.
 WIDE = 8
 
+#: The compiled loop stores the batch with its sample count rounded up to a
+#: multiple of this, the extra samples ("padding") being zero inputs whose
+#: ∂L/∂z is set to zero, so they add exact zeros to every sum over samples.
+#: With it every vector loop over samples runs whole vector iterations (32 =
+#: 8 float32 lanes x LLVM's interleave of 4; 16 float64): before, n = 150 left
+#: 6 scalar iterations after each loop -- 48 scalar sigmoids per epoch.
+PAD = 32
+
+
+def padded(n: int) -> int:
+    """n rounded up to a multiple of :data:`PAD` (n >= 1)."""
+    return -(-n // PAD) * PAD
+
 
 @njit(**TUNED_FLAGS)
-def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0, TT, epochs, lr, losses,
-                 zero):
+def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0, TT, n, epochs, lr, losses,
+                 one):
     r"""``epochs`` steps of full-batch gradient descent on the flat parameters ``theta``.
 
     theta: W_1 (d0 x d1, row-major), b_1, W_2, b_2, ... concatenated; snapshot:
     same size, the parameters before the last update (valid if have_snapshot).
-    h0T: h0ᵀ (d0 x n), h0: the same values row-major (n x d0), TT: Tᵀ (dL x n).
-    Writes losses[e] for each epoch run.  zero: 0 in the dtype (the type of the sums over samples).
+    h0T: h0ᵀ (d0 x N), h0: the same values row-major (N x d0), TT: Tᵀ (dL x N),
+    where N = padded(n) >= n and columns n..N-1 are zero (padding samples).
+    Writes losses[e] for each epoch run.  one: 1 in the dtype (the sums over samples and
+    the element-wise backward formulas run in the dtype).
 
     Layers at least :data:`WIDE` units wide on both sides compute their three
     products with the tuned tier's register tile (:func:`_product`): z_lᵀ =
     W_lᵀ·h_{l-1}ᵀ and (∂L/∂h_{l-1})ᵀ = W_l·(∂L/∂z_l)ᵀ run along the samples;
     ∂L/∂W_l takes a row-major copy of ∂L/∂z_l (or of h_{l-1}, computing ∂L/∂W_lᵀ,
     when d_out is the smaller side) so that its vector loop also runs along a
-    row.  Narrower layers use the plain loops, whose sums over samples keep
-    eight partial sums (:func:`_dot`).
+    row.  Narrower layers use the plain loops, whose sums over samples are
+    :func:`nbmlp.kernels_tuned.lane_dot` (16 interleaved partial sums, vector code).
     Returns 0, or the epoch (from 1) whose loss or gradient was not finite;
     theta then holds the snapshot again (when there was one).
     """
     L = sizes.shape[0] - 1
-    n = h0T.shape[1]
+    N = h0T.shape[1]  # samples incl. padding; n: the real ones
     dtype = theta.dtype
-    # offsets of W_l, b_l in theta and of h_l (unit x sample) in hbuf
+    zero = one - one
+    # offsets of W_l, b_l in theta and of h_l's first row in hbuf, computed once per call.
+    # Every per-unit array is a row of a 2-D buffer, N long, so a layer's block is a slice of
+    # rows (no reshape; before, each epoch reshaped ~15 slices, each a call into Numba's runtime).
     w_off = np.empty(L + 1, np.int64)
     b_off = np.empty(L + 1, np.int64)
-    h_off = np.empty(L + 1, np.int64)
+    h_first = np.empty(L + 1, np.int64)
     pos = 0
-    hpos = 0
+    hrows = 0
     widest = 1
     for l in range(1, L + 1):
         w_off[l] = pos
         pos += sizes[l - 1] * sizes[l]
         b_off[l] = pos
         pos += sizes[l]
-        h_off[l] = hpos
-        hpos += sizes[l] * n
+        h_first[l] = hrows
+        hrows += sizes[l]
         widest = max(widest, sizes[l - 1], sizes[l])
-    hbuf = np.empty(hpos, dtype)
-    zL = np.empty((sizes[L], n), dtype)  # logits, kept for softmax + cross-entropy
-    dz_a = np.empty(widest * n, dtype)
-    dz_b = np.empty(widest * n, dtype)
+    hbuf = np.zeros((hrows, N), dtype)
+    zL = np.zeros((sizes[L], N), dtype)  # logits, kept for softmax + cross-entropy
+    dz_a = np.zeros((widest, N), dtype)
+    dz_b = np.zeros((widest, N), dtype)
     grad = np.empty_like(theta)
-    row_max = np.empty(n, np.float64)
-    row_sum = np.empty(n, np.float64)
-    per_sample = np.empty(n, np.float64)
-    row_major = np.empty(n * widest, dtype)  # a row-major copy of dL/dz_l or h_{l-1}
+    row_max = np.zeros(N, np.float64)
+    row_sum = np.ones(N, np.float64)
+    per_sample = np.zeros(N, np.float64)
+    row_major = np.zeros(N * widest, dtype)  # a row-major copy of dL/dz_l or h_{l-1}
     gWT = np.empty(widest * widest, dtype)  # dL/dW_lᵀ when it is computed transposed
     no_bias = np.empty(0, dtype)
 
@@ -250,123 +288,151 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0
         # -- forward: z_l = h_{l-1} W_l + b_l, h_l = act(z_l), one unit k (a row of h_lᵀ) at a time
         for l in range(1, L + 1):
             d_in, d_out = sizes[l - 1], sizes[l]
-            W = theta[w_off[l]:w_off[l] + d_in * d_out].reshape((d_in, d_out))
-            b = theta[b_off[l]:b_off[l] + d_out]
-            h_in = h0T if l == 1 else hbuf[h_off[l - 1]:h_off[l - 1] + d_in * n].reshape((d_in, n))
-            h_out = hbuf[h_off[l]:h_off[l] + d_out * n].reshape((d_out, n))
+            wo, bo = w_off[l], b_off[l]
+            h_in = h0T if l == 1 else hbuf[h_first[l - 1]:h_first[l - 1] + d_in]
+            h_out = hbuf[h_first[l]:h_first[l] + d_out]
             act = acts[l - 1]
             wide = d_in >= WIDE and d_out >= WIDE
             if wide:  # z_lᵀ = W_lᵀ h_{l-1}ᵀ, Σ_j ascending, register-tiled
-                _product(h_out, W, True, h_in, no_bias)
+                _product(h_out, theta[wo:wo + d_in * d_out].reshape((d_in, d_out)), True, h_in, no_bias)
             for k in range(d_out):
-                row = h_out[k]
+                bk = theta[bo + k]
+                if act == 1 and not wide:
+                    # Σ_j h_ij w_jk, ascending j, vectorized over the samples i; the last
+                    # term, + b_k and σ in one pass (before: a separate pass for b_k and σ)
+                    last, w_last = d_in - 1, theta[wo + (d_in - 1) * d_out + k]
+                    if d_in == 1:
+                        for i in range(N):
+                            h_out[k, i] = _sigmoid_same(h_in[last, i] * w_last + bk)
+                    else:
+                        _combine_rows(h_out, k, h_in, theta, wo + k, d_out, d_in - 1)
+                        for i in range(N):
+                            h_out[k, i] = _sigmoid_same((h_out[k, i] + h_in[last, i] * w_last) + bk)
+                    continue
                 if not wide:  # Σ_j h_ij w_jk, ascending j, vectorized over the samples i
-                    _combine_rows(row, h_in, W[:, k])
-                bk = b[k]
+                    _combine_rows(h_out, k, h_in, theta, wo + k, d_out, d_in)
                 if act == 1:
-                    for i in range(n):
-                        row[i] = sigmoid_fast(np.float64(row[i] + bk))
+                    for i in range(N):
+                        h_out[k, i] = _sigmoid_same(h_out[k, i] + bk)
                 elif act == 2:
-                    for i in range(n):
-                        row[i] = math.tanh(row[i] + bk)
+                    for i in range(N):
+                        h_out[k, i] = math.tanh(h_out[k, i] + bk)
                 elif act == 3:
-                    for i in range(n):
-                        zi = row[i] + bk
-                        row[i] = zi if zi > 0.0 else 0.0
+                    for i in range(N):
+                        zi = h_out[k, i] + bk
+                        h_out[k, i] = zi if zi > 0.0 else 0.0
                 elif act == 4:
-                    zrow = zL[k]
-                    for i in range(n):
-                        zrow[i] = row[i] + bk
+                    for i in range(N):
+                        zL[k, i] = h_out[k, i] + bk
                 else:
-                    for i in range(n):
-                        row[i] = row[i] + bk
+                    for i in range(N):
+                        h_out[k, i] = h_out[k, i] + bk
             if act == 4:  # softmax over the units k of each sample i, shifted by the maximum
-                for i in range(n):
+                for i in range(N):
                     row_max[i] = zL[0, i]
                 for k in range(1, d_out):
-                    for i in range(n):
+                    for i in range(N):
                         if zL[k, i] > row_max[i]:
                             row_max[i] = zL[k, i]
-                for i in range(n):
+                for i in range(N):
                     row_sum[i] = 0.0
                 for k in range(d_out):
-                    for i in range(n):
+                    for i in range(N):
                         e = exp_nonpositive(np.float64(zL[k, i]) - row_max[i])
                         h_out[k, i] = e
                         row_sum[i] += e
                 for k in range(d_out):
-                    for i in range(n):
+                    for i in range(N):
                         h_out[k, i] = h_out[k, i] / row_sum[i]
 
-        # -- loss, before the update
+        # -- loss (before the update) and dL/dz_L
         d_L = sizes[L]
-        h_L = hbuf[h_off[L]:h_off[L] + d_L * n].reshape((d_L, n))
-        for i in range(n):
+        h_L = hbuf[h_first[L]:h_first[L] + d_L]
+        dz = dz_a[:d_L]
+        for i in range(N):
             per_sample[i] = 0.0
-        if loss_code == 2:  # L = 1/n Σ_i Σ_k t_ik (lse_i - z_ik)
-            for i in range(n):
+        if loss_code == 2:  # L = 1/n Σ_i Σ_k t_ik (lse_i - z_ik); dL/dz = (p - t) / n
+            for i in range(N):
                 row_sum[i] = row_max[i] + math.log(row_sum[i])  # now lse_i
             for k in range(d_L):
-                for i in range(n):
+                for i in range(N):
                     per_sample[i] += TT[k, i] * (row_sum[i] - zL[k, i])
-            loss = _sum(per_sample, 0.0) / n
-        else:  # Σ_i Σ_k (t_ik - h_ik)^2, halved (half_sse) or divided by n d (mse)
-            for k in range(d_L):
-                for i in range(n):
-                    diff = np.float64(TT[k, i]) - np.float64(h_L[k, i])
-                    per_sample[i] += diff * diff
-            loss = _sum(per_sample, 0.0)
-            loss = 0.5 * loss if loss_code == 0 else loss / (n * d_L)
-
-        # -- dL/dz_L
-        dz = dz_a[:d_L * n].reshape((d_L, n))
-        for k in range(d_L):
-            if loss_code == 2:  # (p - t) / n, softmax and cross-entropy together
-                for i in range(n):
                     dz[k, i] = (h_L[k, i] - TT[k, i]) / n
-            else:
-                scale = 1.0 if loss_code == 0 else 2.0 / (n * d_L)
-                for i in range(n):
-                    dz[k, i] = scale * (h_L[k, i] - TT[k, i])
-                _activation_backward(dz[k], h_L[k], acts[L - 1])
+            loss = lane_sum(per_sample[:n]) / n
+        else:  # Σ_i Σ_k (t_ik - h_ik)^2, halved (half_sse) or divided by n d (mse)
+            scale = 1.0 if loss_code == 0 else 2.0 / (n * d_L)
+            act_L = acts[L - 1]
+            for k in range(d_L):
+                # per-sample squared error, dL/dh and (for a sigmoid output) σ' in one pass
+                # (before: three passes over the row)
+                if act_L == 1:
+                    for i in range(N):
+                        hi, ti = h_L[k, i], TT[k, i]
+                        diff = np.float64(ti) - np.float64(hi)
+                        per_sample[i] += diff * diff
+                        dz[k, i] = scale * (hi - ti) * hi * (one - hi)
+                else:
+                    for i in range(N):
+                        hi, ti = h_L[k, i], TT[k, i]
+                        diff = np.float64(ti) - np.float64(hi)
+                        per_sample[i] += diff * diff
+                        dz[k, i] = scale * (hi - ti)
+                    _activation_backward(dz, k, h_L, k, act_L, one)
+            loss = lane_sum(per_sample[:n])
+            loss = 0.5 * loss if loss_code == 0 else loss / (n * d_L)
+        for k in range(d_L):  # the padding samples contribute nothing from here on
+            for i in range(n, N):
+                dz[k, i] = zero
 
         # -- backward, l = L .. 1
         use_a = True
         for l in range(L, 0, -1):
             d_in, d_out = sizes[l - 1], sizes[l]
-            W = theta[w_off[l]:w_off[l] + d_in * d_out].reshape((d_in, d_out))
-            h_in = h0T if l == 1 else hbuf[h_off[l - 1]:h_off[l - 1] + d_in * n].reshape((d_in, n))
-            gW = grad[w_off[l]:w_off[l] + d_in * d_out].reshape((d_in, d_out))
-            gb = grad[b_off[l]:b_off[l] + d_out]
+            wo, bo = w_off[l], b_off[l]
+            h_in = h0T if l == 1 else hbuf[h_first[l - 1]:h_first[l - 1] + d_in]
             wide = d_in >= WIDE and d_out >= WIDE
             if not wide:
-                for j in range(d_in):  # dL/dw_jk = Σ_i dL/dz_ik h_ij
+                for j in range(d_in):  # dL/dw_jk = Σ_i dL/dz_ik h_ij, 16 interleaved partial sums
                     for k in range(d_out):
-                        gW[j, k] = _dot(dz[k], h_in[j], zero)
-            elif d_out >= d_in:  # dL/dW = h_{l-1}ᵀ·dz with dz copied row-major (n x d_out)
-                dz_rows = row_major[:n * d_out].reshape((n, d_out))
+                        grad[wo + j * d_out + k] = lane_dot_rows(dz, k, h_in, j)
+            elif d_out >= d_in:  # dL/dW = h_{l-1}ᵀ·dz with dz copied row-major (N x d_out)
+                dz_rows = row_major[:N * d_out].reshape((N, d_out))
                 _transpose_into(dz_rows, dz)
-                _product(gW, h_in, False, dz_rows, no_bias)
-            else:  # dL/dWᵀ = dzᵀ·h_{l-1}, h_{l-1} row-major (n x d_in), then transposed into gW
+                _product(grad[wo:wo + d_in * d_out].reshape((d_in, d_out)), h_in, False, dz_rows, no_bias)
+            else:  # dL/dWᵀ = dzᵀ·h_{l-1}, h_{l-1} row-major (N x d_in), then transposed into gW
                 if l == 1:
                     h_rows = h0
                 else:
-                    h_rows = row_major[:n * d_in].reshape((n, d_in))
+                    h_rows = row_major[:N * d_in].reshape((N, d_in))
                     _transpose_into(h_rows, h_in)
                 gW_t = gWT[:d_out * d_in].reshape((d_out, d_in))
                 _product(gW_t, dz, False, h_rows, no_bias)
-                _transpose_into(gW, gW_t)
+                _transpose_into(grad[wo:wo + d_in * d_out].reshape((d_in, d_out)), gW_t)
             for k in range(d_out):  # dL/db_k = Σ_i dL/dz_ik
-                gb[k] = _sum(dz[k], zero)
+                grad[bo + k] = lane_sum_row(dz, k)
             if l > 1:  # dL/dh_ij = Σ_k dL/dz_ik w_jk, then through act' of layer l - 1
-                dz_prev = (dz_b if use_a else dz_a)[:d_in * n].reshape((d_in, n))
+                dz_prev = (dz_b if use_a else dz_a)[:d_in]
+                act_prev = acts[l - 2]
                 if wide:  # (dL/dh)ᵀ = W·dzᵀ, Σ_k ascending, register-tiled
-                    _product(dz_prev, W, False, dz, no_bias)
+                    _product(dz_prev, theta[wo:wo + d_in * d_out].reshape((d_in, d_out)), False, dz, no_bias)
                 for j in range(d_in):
-                    row = dz_prev[j]
+                    if act_prev == 1 and not wide:
+                        # Σ_k dL/dz_ik w_jk, ascending k; the last term and σ' in one pass
+                        # (before: a separate pass for σ')
+                        last, w_last = d_out - 1, theta[wo + j * d_out + d_out - 1]
+                        if d_out == 1:
+                            for i in range(N):
+                                hi = h_in[j, i]
+                                dz_prev[j, i] = (dz[last, i] * w_last) * hi * (one - hi)
+                        else:
+                            _combine_rows(dz_prev, j, dz, theta, wo + j * d_out, 1, d_out - 1)
+                            for i in range(N):
+                                hi = h_in[j, i]
+                                dz_prev[j, i] = (dz_prev[j, i] + dz[last, i] * w_last) * hi * (one - hi)
+                        continue
                     if not wide:  # Σ_k dL/dz_ik w_jk, ascending k
-                        _combine_rows(row, dz, W[j])
-                    _activation_backward(row, h_in[j], acts[l - 2])
+                        _combine_rows(dz_prev, j, dz, theta, wo + j * d_out, 1, d_out)
+                    _activation_backward(dz_prev, j, h_in, j, act_prev, one)
                 dz = dz_prev
                 use_a = not use_a
 
@@ -418,29 +484,35 @@ def _non_finite(net, epoch, loss, lr, losses):
 
 
 def _fit_small(net, X, T, epochs, lr, callback):
+    n = X.shape[0]
+    N = padded(n)
     if net.input_sigmoid:
         h0 = np.empty_like(X)
         tuned.sigmoid_forward(h0, X)
     else:
         h0 = X
-    h0T = np.ascontiguousarray(h0.T)
-    TT = np.ascontiguousarray(T.T)
+    h0_rows = np.zeros((N, h0.shape[1]), net.dtype)  # padding samples: zero inputs and targets
+    h0_rows[:n] = h0
+    h0T = np.ascontiguousarray(h0_rows.T)
+    TT = np.zeros((T.shape[1], N), net.dtype)
+    TT[:, :n] = T.T
     theta = _flatten(net)
     snapshot = theta.copy()
     sizes = np.asarray(net.sizes, dtype=np.int64)
     acts = np.asarray([ACTIVATION_CODES[a] for a in net.activations], dtype=np.int64)
     loss_code = LOSS_CODES[net.loss_name]
     losses = np.empty(epochs, dtype=np.float64)
+    one = net.dtype.type(1)
     if callback is None:
-        failed = _train_small(theta, snapshot, False, sizes, acts, loss_code, h0T, h0, TT, epochs, lr, losses,
-                               net.dtype.type(0))
+        failed = _train_small(theta, snapshot, False, sizes, acts, loss_code, h0T, h0_rows, TT, n, epochs, lr,
+                              losses, one)
         _unflatten(net, theta)
         if failed:
             raise _non_finite(net, failed, losses[failed - 1], lr, losses[:failed - 1])
         return losses
     for epoch in range(epochs):  # one compiled epoch per call, so the callback sees every epoch
-        failed = _train_small(theta, snapshot, epoch > 0, sizes, acts, loss_code, h0T, h0, TT, 1, lr,
-                              losses[epoch:epoch + 1], net.dtype.type(0))
+        failed = _train_small(theta, snapshot, epoch > 0, sizes, acts, loss_code, h0T, h0_rows, TT, n, 1, lr,
+                              losses[epoch:epoch + 1], one)
         _unflatten(net, theta)
         if failed:
             raise _non_finite(net, epoch + 1, losses[epoch], lr, losses[:epoch])

@@ -73,7 +73,7 @@ def path(request, monkeypatch):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", list(NETWORKS))
-@pytest.mark.parametrize("n", [1, 13, 150])
+@pytest.mark.parametrize("n", [1, 13, 32, 150])
 def test_fit_full_batch_follows_mlp_fit(name, n, dtype, path, rng):
     config = NETWORKS[name]
     expected_net, net = _pair(config, dtype)

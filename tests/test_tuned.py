@@ -136,3 +136,79 @@ def test_bit_identical_with_numba_num_threads_1_and_2(tmp_path):
     for key in results[1].files:
         if key != "threads":
             assert np.array_equal(results[1][key], results[2][key]), key
+
+
+#: float32 exp / sigmoid of the fused loop's float32 path: a few float32 ulp where the result is normal.
+EXP_F32_REL_TOL = 4 * np.finfo(np.float32).eps
+
+
+def test_exp_nonpositive_f32_against_numpy():
+    @numba.njit
+    def evaluate(out, x):
+        for m in range(x.shape[0]):
+            out[m] = kt.exp_nonpositive_f32(x[m])
+
+    x = -np.concatenate([np.linspace(0.0, 87.0, 200_001), np.random.default_rng(2).exponential(3.0, 10_000)])
+    x = x.astype(np.float32)
+    out = np.empty_like(x)
+    evaluate(out, x)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, np.exp(x.astype(np.float64)), rtol=EXP_F32_REL_TOL, atol=0.0)
+    x = np.array([-95.0, -103.0, -104.0, -200.0, -np.inf, 0.0, -0.0, np.nan], np.float32)
+    evaluate(out[:8], x)
+    np.testing.assert_allclose(out[:3], np.exp(x[:3].astype(np.float64)), rtol=1e-2, atol=2e-45)
+    assert out[3] == 0.0 and out[4] == 0.0 and out[5] == 1.0 and out[6] == 1.0 and np.isnan(out[7])
+
+
+def test_sigmoid_fast_f32_against_float64():
+    @numba.njit
+    def evaluate(out, z):
+        for m in range(z.shape[0]):
+            out[m] = kt.sigmoid_fast_f32(z[m])
+
+    z = np.concatenate([np.linspace(-80.0, 80.0, 100_001), [np.inf, -np.inf, np.nan]]).astype(np.float32)
+    out = np.empty_like(z)
+    evaluate(out, z)
+    expected = 1.0 / (1.0 + np.exp(-z[:-3].astype(np.float64)))
+    np.testing.assert_allclose(out[:-3], expected, rtol=EXP_F32_REL_TOL, atol=0.0)
+    assert out[-3] == 1.0 and out[-2] == 0.0 and np.isnan(out[-1])
+
+
+def _lanes_reference(x, y):
+    """Σ x_i y_i in lane_dot's documented order, one term at a time (numpy scalars, no FMA)."""
+    lanes = [x.dtype.type(0)] * kt.LANES
+    full = len(x) // kt.LANES * kt.LANES
+    for i in range(full):
+        lanes[i % kt.LANES] = lanes[i % kt.LANES] + x[i] * y[i]
+    half = kt.LANES // 2
+    while half >= 1:
+        lanes = [lanes[r] + lanes[r + half] for r in range(half)]
+        half //= 2
+    total = lanes[0]
+    for i in range(full, len(x)):
+        total = total + x[i] * y[i]
+    return total
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+def test_lane_sums_follow_their_documented_order(dtype, rng):
+    @numba.njit(fastmath={"contract"})
+    def run(x, y, a, b):
+        return (kt.lane_dot(x, y), kt.lane_sum(x), kt.lane_dot_rows(a, 1, b, 2), kt.lane_sum_row(a, 1))
+
+    # integers (exact in any order and with or without FMA) pin the lane assignment and the
+    # tail; random values compare against the documented order up to FMA rounding
+    for n in (0, 1, 15, 16, 17, 33, 150, 160):
+        x = rng.integers(-50, 50, n).astype(dtype)
+        y = rng.integers(-50, 50, n).astype(dtype)
+        a = np.stack([y, x, y])
+        b = np.stack([x, x, y])
+        d, s, dr, sr = run(x, y, a, b)
+        assert d == _lanes_reference(x, y) == dr
+        assert s == _lanes_reference(x, np.ones_like(x)) == sr
+        xr = rng.normal(size=n).astype(dtype)
+        yr = rng.normal(size=n).astype(dtype)
+        d, s, _, _ = run(xr, yr, np.stack([xr] * 3), np.stack([yr] * 3))
+        scale = np.abs(xr.astype(np.float64) * yr).sum() + 1e-30
+        assert abs(d - _lanes_reference(xr, yr)) <= 4 * np.finfo(dtype).eps * scale
+        assert abs(s - xr.astype(np.float64).sum()) <= 4 * np.finfo(dtype).eps * (np.abs(xr).sum() + 1e-30)
