@@ -619,8 +619,9 @@ def plot(result, path) -> bool:
     ax.set_yscale("log")
     ax.set_xlabel("n (64-128-10, float64)")
     ax.set_ylabel("µs per epoch per sample (log)")
-    ax.set_title("sweep over n")
-    ax.legend(fontsize=7)
+    ax.set_title("sweep over n" if srows else "sweep over n (not run)")
+    if srows:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=72)
     plt.close(fig)
