@@ -147,39 +147,17 @@ def engine_epoch(ops, net, X, T, lr, timer=None):
 
     With ``timer`` (a dict), each kernel call's time is added to timer[name].
     """
-    from .network import ACTIVATIONS, LOSSES
+    from .fused import kernel_pass
 
     if timer is not None:
         ops = _timed(ops, timer)
-    spec = LOSSES[net.loss_name]
-    n, L = X.shape[0], net.n_layers
     h0 = np.empty_like(X)
-    z = [None] + [np.empty((n, d), net.dtype) for d in net.sizes[1:]]
-    h = [h0] + [np.empty((n, d), net.dtype) for d in net.sizes[1:]]
-    dz = [None] + [np.empty((n, d), net.dtype) for d in net.sizes[1:]]
-    dh = [None] + [np.empty((n, d), net.dtype) for d in net.sizes[1:]]
-    dW = [np.empty_like(W) for W in net.W]
-    db = [np.empty_like(b) for b in net.b]
-    fwd = [getattr(ops, ACTIVATIONS[a][0]) for a in net.activations]
-    bwd = [getattr(ops, ACTIVATIONS[a][1]) for a in net.activations]
-    loss_kernel, loss_backward = getattr(ops, spec.loss_kernel), getattr(ops, spec.backward_kernel)
-    params = [a.reshape(-1) for a in net.W + net.b]
-    grads = [a.reshape(-1) for a in dW + db]
+    one_pass = kernel_pass(ops, net, h0, T)
 
     def epoch():
-        ops.sigmoid_forward(h0, X)
-        for l in range(1, L + 1):
-            ops.linear_forward(z[l], h[l - 1], net.W[l - 1], net.b[l - 1])
-            fwd[l - 1](h[l], z[l])
-        loss = loss_kernel(h[L], T)
-        loss_backward(dh[L], h[L], T)
-        for l in range(L, 0, -1):
-            bwd[l - 1](dz[l], dh[l], h[l])
-            ops.linear_backward_weight(dW[l - 1], dz[l], h[l - 1])
-            ops.linear_backward_bias(db[l - 1], dz[l])
-            if l > 1:
-                ops.linear_backward_input(dh[l - 1], dz[l], net.W[l - 1])
-        for p, g in zip(params, grads):
+        ops.sigmoid_forward(h0, X)  # every epoch: this is the plain epoch of an engine, nothing cached
+        loss = one_pass.step()
+        for p, g in zip(one_pass.params, one_pass.grads):
             ops.sgd_update(p, g, lr)
         return loss
 

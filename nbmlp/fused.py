@@ -68,6 +68,7 @@ as ``losses``.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from numba import njit, types
@@ -520,19 +521,21 @@ def _fit_small(net, X, T, epochs, lr, callback):
     return losses
 
 
-def _fit_kernels(net, X, T, epochs, lr, callback):
-    """The epoch loop in Python over the tuned kernels; buffers allocated once, σ(X) computed once."""
+def kernel_pass(ops, net, h0, T):
+    """One full-batch forward + loss + backward pass through the kernels of ``ops``, buffers allocated once.
+
+    ``h0`` (n, d0) is the input layer's output, σ(X) or X; it is held by
+    reference, so a caller may refill it between passes.  Returns a namespace:
+    ``step()`` runs the pass and returns the loss, leaving ∂L/∂W_l, ∂L/∂b_l in
+    ``grads`` -- flat views, in the order of ``params``, the flat views of
+    ``net.W + net.b`` that an update rule writes.  Shared by :func:`_fit_kernels`
+    and the benchmark's per-engine epoch (``nbmlp.benchmark.engine_epoch``).
+    """
     from .network import ACTIVATIONS, LOSSES
 
-    ops = tuned
     spec = LOSSES[net.loss_name]
-    n = X.shape[0]
+    n = h0.shape[0]
     L = net.n_layers
-    if net.input_sigmoid:
-        h0 = np.empty_like(X)
-        ops.sigmoid_forward(h0, X)
-    else:
-        h0 = X
     z = [None] + [np.empty((n, d), net.dtype) for d in net.sizes[1:]]
     h = [h0] + [np.empty((n, d), net.dtype) for d in net.sizes[1:]]
     dz = [None] + [np.empty((n, d), net.dtype) for d in net.sizes[1:]]
@@ -543,12 +546,8 @@ def _fit_kernels(net, X, T, epochs, lr, callback):
     backward = [None if ACTIVATIONS[a][1] is None else getattr(ops, ACTIVATIONS[a][1]) for a in net.activations]
     loss_kernel = getattr(ops, spec.loss_kernel)
     loss_backward = getattr(ops, spec.backward_kernel)
-    params = [a.reshape(-1) for a in net.W + net.b]
-    grads = [a.reshape(-1) for a in dW + db]
-    snapshot = [p.copy() for p in params]
-    have_snapshot = False
-    losses = np.empty(epochs, dtype=np.float64)
-    for epoch in range(epochs):
+
+    def step() -> float:
         for l in range(1, L + 1):
             ops.linear_forward(z[l], h[l - 1], net.W[l - 1], net.b[l - 1])
             forward[l - 1](h[l], z[l])
@@ -564,6 +563,27 @@ def _fit_kernels(net, X, T, epochs, lr, callback):
             ops.linear_backward_bias(db[l - 1], dz[l])
             if l > 1:
                 ops.linear_backward_input(dh[l - 1], dz[l], net.W[l - 1])
+        return loss
+
+    return SimpleNamespace(step=step, params=[a.reshape(-1) for a in net.W + net.b],
+                           grads=[a.reshape(-1) for a in dW + db])
+
+
+def _fit_kernels(net, X, T, epochs, lr, callback):
+    """The epoch loop in Python over the tuned kernels; buffers allocated once, σ(X) computed once."""
+    ops = tuned
+    if net.input_sigmoid:
+        h0 = np.empty_like(X)
+        ops.sigmoid_forward(h0, X)
+    else:
+        h0 = X
+    one_pass = kernel_pass(ops, net, h0, T)
+    params, grads = one_pass.params, one_pass.grads
+    snapshot = [p.copy() for p in params]
+    have_snapshot = False
+    losses = np.empty(epochs, dtype=np.float64)
+    for epoch in range(epochs):
+        loss = one_pass.step()
         losses[epoch] = loss
         if not (math.isfinite(loss) and all(np.isfinite(g).all() for g in grads)):
             if have_snapshot:
