@@ -45,11 +45,16 @@ def _renamed_copy(py_func: types.FunctionType, suffix: str) -> types.FunctionTyp
     return copy
 
 
-def loop_kernel(py_func):
-    """Compile ``py_func`` as a parallel kernel with a serial twin at ``.serial``."""
-    parallel = njit(parallel=True, **JIT_FLAGS)(py_func)
-    parallel.serial = njit(parallel=False, **JIT_FLAGS)(_renamed_copy(py_func, "_serial"))
+def compile_twice(py_func, flags):
+    """Compile ``py_func`` with ``flags`` as a parallel kernel, with a serial twin at ``.serial``."""
+    parallel = njit(parallel=True, **flags)(py_func)
+    parallel.serial = njit(parallel=False, **flags)(_renamed_copy(py_func, "_serial"))
     return parallel
+
+
+def loop_kernel(py_func):
+    """Compile ``py_func`` with :data:`JIT_FLAGS` as a parallel kernel with a serial twin at ``.serial``."""
+    return compile_twice(py_func, JIT_FLAGS)
 
 
 def scalar_helper(py_func):

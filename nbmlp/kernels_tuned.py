@@ -69,7 +69,7 @@ from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
 from . import kernels as literal
-from ._jit import _renamed_copy
+from ._jit import compile_twice
 
 #: Compile flags of the tuned tier, in one place.  "contract" allows fused
 #: multiply-add; nothing else (no reassociation, NaN/inf stay meaningful).
@@ -96,9 +96,7 @@ NARROW_COLS = 16
 
 def tuned_kernel(py_func):
     """Compile ``py_func`` with :data:`TUNED_FLAGS`: parallel, and serial at ``.serial``."""
-    parallel = njit(parallel=True, **TUNED_FLAGS)(py_func)
-    parallel.serial = njit(parallel=False, **TUNED_FLAGS)(_renamed_copy(py_func, "_serial"))
-    return parallel
+    return compile_twice(py_func, TUNED_FLAGS)
 
 
 def tuned_helper(py_func):
