@@ -101,3 +101,10 @@ def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | N
     if not np.isfinite(out).all():  # e.g. 1e300 or a huge integer cast to float32
         raise ValueError(f"{name} holds values too large to represent in {dtype}")
     return out
+
+
+def check_parameters(net) -> None:
+    """Check ``net.W`` / ``net.b`` against ``net.sizes`` and ``net.dtype`` before any kernel reads them.
+
+    Raises ValueError / TypeError naming the parameter and the expected shape.
+    """
