@@ -179,7 +179,7 @@ def softmax_forward(p, z):
 
 @loop_kernel
 def linear_forward(z, h_prev, W, b):
-    r"""z_ik = Σ_j h_ij w_jk + b_k            (matrix form: h_prev · W + 1_n b).
+    r"""z_ik = Σ_j h_ij w_jk + b_k            (matrix form: h_prev @ W + 1_n b).
 
     z: (n, d_out), h_prev: (n, d_in), W: (d_in, d_out), b: (d_out,).
     The note writes b as an n x d_out matrix whose rows are all equal
@@ -197,7 +197,7 @@ def linear_forward(z, h_prev, W, b):
 
 @loop_kernel
 def linear_backward_weight(dW, dz, h_prev):
-    r"""dL/dw_jk = Σ_i dL/dz_ik h_ij          (matrix form: h_prevᵀ · dz).
+    r"""dL/dw_jk = Σ_i dL/dz_ik h_ij          (matrix form: h_prevᵀ @ dz).
 
     dW: (d_in, d_out), dz: (n, d_out), h_prev: (n, d_in).
     Parallel over j, the row of dW being written; the Σ over samples i is serial.
@@ -214,7 +214,7 @@ def linear_backward_weight(dW, dz, h_prev):
 
 @loop_kernel
 def linear_backward_bias(db, dz):
-    r"""dL/db_k = Σ_i dL/dz_ik                (matrix form: 1_nᵀ · dz, the column sums).
+    r"""dL/db_k = Σ_i dL/dz_ik                (matrix form: 1_nᵀ @ dz, the column sums).
 
     db: (d_out,), dz: (n, d_out).  Parallel over the output unit k being written.
     """
@@ -228,7 +228,7 @@ def linear_backward_bias(db, dz):
 
 @loop_kernel
 def linear_backward_input(dh_prev, dz, W):
-    r"""dL/dh_ij = Σ_k dL/dz_ik w_jk          (matrix form: dz · Wᵀ).
+    r"""dL/dh_ij = Σ_k dL/dz_ik w_jk          (matrix form: dz @ Wᵀ).
 
     dh_prev: (n, d_in), dz: (n, d_out), W: (d_in, d_out).
     Parallel over the sample i being written; the Σ over output units k is serial.

@@ -18,8 +18,8 @@ kernel.  What changes, and why:
    z[i, k] is still Σ_j in ascending j, started from 0 and with b_k added
    last, exactly as the literal loop orders it.
 2. **The two backward products reuse the same tiled loop** by choosing which
-   matrix plays which role: ∂L/∂W = h_prevᵀ · ∂L/∂z reads h_prev transposed in
-   place (no copy), ∂L/∂h_prev = ∂L/∂z · Wᵀ pre-transposes W once per call
+   matrix plays which role: ∂L/∂W = h_prevᵀ @ ∂L/∂z reads h_prev transposed in
+   place (no copy), ∂L/∂h_prev = ∂L/∂z @ Wᵀ pre-transposes W once per call
    (d_in x d_out values, small next to the n x d_in x d_out multiply-adds),
    and when d_out is small ∂L/∂W is computed as its transpose (so the vector
    loop runs over d_in, not over a handful of columns) and copied back.
@@ -768,7 +768,7 @@ def _tile(C, A, a_transposed, B, bias, r0, r1, c0, c1):
 
 @tuned_kernel
 def _gemm(C, A, a_transposed, B, bias):
-    r"""C = A·B (+ bias) or Aᵀ·B (+ bias), tile by tile; see :func:`_tile`.
+    r"""C = A @ B (+ bias) or Aᵀ @ B (+ bias), tile by tile; see :func:`_tile`.
 
     C: (R, Q), B: (P, Q), A: (R, P) or (P, R), bias: (Q,) or empty.  Tiles are
     numbered column panel first, so the iterations one thread runs share a

@@ -65,12 +65,12 @@ def softmax_forward(p, z):
 
 
 def linear_forward(z, h_prev, W, b):
-    r"""z = h_prev · W + b."""
+    r"""z = h_prev @ W + b."""
     z[...] = h_prev @ W + b
 
 
 def linear_backward_weight(dW, dz, h_prev):
-    r"""dL/dW = h_prevᵀ · dL/dz."""
+    r"""dL/dW = h_prevᵀ @ dL/dz."""
     dW[...] = h_prev.T @ dz
 
 
@@ -80,7 +80,7 @@ def linear_backward_bias(db, dz):
 
 
 def linear_backward_input(dh_prev, dz, W):
-    r"""dL/dh_prev = dL/dz · Wᵀ."""
+    r"""dL/dh_prev = dL/dz @ Wᵀ."""
     dh_prev[...] = dz @ W.T
 
 
