@@ -154,3 +154,39 @@ def test_engine_kernels_keep_the_docstrings(engine):
     ops = nbmlp.get_engine(engine)
     for name in engines.KERNEL_NAMES:
         assert getattr(ops, name).__doc__ == getattr(kernels, name).__doc__, (engine, name)
+
+
+def test_the_figure_generator_runs_and_writes_nbmlps_numbers(tmp_path):
+    """docs/figures.py draws both pictures; the circuit's gradients are the ones computed here in NumPy."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install '.[plot]')")
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from nbmlp import explain
+    from nbmlp.network import MLP
+
+    result = subprocess.run([sys.executable, str(ROOT / "docs" / "figures.py"), str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    for name in ("network.svg", "circuit.svg"):
+        svg = (tmp_path / name).read_text(encoding="utf-8")
+        assert svg.lstrip().startswith("<?xml") and "<svg" in svg and svg.rstrip().endswith("</svg>")
+        assert (ROOT / "docs" / "img" / name).is_file(), f"docs/img/{name} is not committed"
+    network = (tmp_path / "network.svg").read_text(encoding="utf-8")
+    for label in ("w₁₁⁽¹⁾", "w₄₁⁽¹⁾", "w₅₁⁽²⁾", "j=4", "k=5", "k=3", "sample i"):
+        assert label in network, label
+    # one sample, output unit 1: ∂L/∂w_j1^(2) = (h − t) h (1 − h) h1_j, written out independently
+    X, T, _ = explain.make_batch(1, 0)
+    net = MLP(explain.SIZES, seed=0)
+    s = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
+    h1 = s(s(X) @ net.W[0] + net.b[0])[0]
+    h2 = s(h1 @ net.W[1] + net.b[1])[0, 0] if np.ndim(h1) > 1 else s(h1 @ net.W[1] + net.b[1])[0]
+    dz = (h2 - T[0, 0]) * h2 * (1 - h2)
+    circuit = (tmp_path / "circuit.svg").read_text(encoding="utf-8")
+    for j in range(5):
+        assert f"{dz * h1[j]:.4f}" in circuit, j
+        assert f"{net.W[1][j, 0]:.4f}" in circuit and f"{h1[j]:.4f}" in circuit
+    assert f"{dz:.4f}" in circuit and f"{h2:.4f}" in circuit
