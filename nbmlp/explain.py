@@ -448,7 +448,7 @@ def _chain_line(p: Param, g, net: MLP, T, lab) -> str:
     terms = " + ".join(f"({nxt[m]:.6f})({w[m]:.6f})" for m in range(nxt.shape[0]))
     dh = g.dL_dh[l][0, k]
     return (f"{lab['where']} ∂L/∂z_ik{_sup(l)} = ∂L/∂h_ik{_sup(l)} · h_ik{_sup(l)} (1 − h_ik{_sup(l)}){lab['comma']}"
-            f"∂L/∂h_ik{_sup(l)} = Σ_m ∂L/∂z_im{_sup(l + 1)} w_km{_sup(l + 1)}{sc}{lab['for_i1']}{c.rstrip()}\n"
+            f"∂L/∂h_ik{_sup(l)} = Σ_q ∂L/∂z_iq{_sup(l + 1)} w_kq{_sup(l + 1)}{sc}{lab['for_i1']}{c.rstrip()}\n"
             f"      ∂L/∂h{_sub(1, p.k)}{_sup(l)} = {terms} = {dh:.6f},  "
             f"{sym} = {dh:.6f} · {h:.6f} · (1 − {h:.6f}) = {dz:.6f}")
 
