@@ -33,15 +33,18 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
+import tempfile
 import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
 from .datasets import one_hot
+from .engines import get_engine
+from .explain_html import render_page
 from .network import MLP
 
 #: The note's network.
@@ -505,26 +508,27 @@ def explain_param(p: Param, net: MLP, X, T, lab=None, g=None, g_ref=None) -> Exp
 def note_sigma_gradients(net: MLP, X, T):
     r"""The note's backward pass: σ′ taken as z(1 − z) instead of h(1 − h), at every layer.
 
-    Runs the same loop kernels as :meth:`MLP.gradients`, except that
-    ``nbmlp.kernels.sigmoid_backward(dz, dh, h)`` is handed z in place of h, which
-    is exactly the note's slip.  Returns ``(dL_dz, dW, db)``: lists indexed like
+    Runs the same kernels as :meth:`MLP.gradients` (those of ``net``'s engine), except
+    that ``sigmoid_backward(dz, dh, h)`` is handed z in place of h, which is exactly
+    the note's slip.  Returns ``(dL_dz, dW, db)``: lists indexed like
     ``Gradients.dL_dz``, ``Gradients.W`` and ``Gradients.b``.  Only for the
     note's all-sigmoid network with the half-sse loss.
     """
     g = net.gradients(X, T)
+    ops = get_engine(net.engine)
     L = net.n_layers
     dL_dz = [None] * (L + 1)
     dW = [np.empty_like(w) for w in net.W]
     db = [np.empty_like(b) for b in net.b]
     dh = np.empty_like(g.h[L])
-    kernels.half_sse_backward(dh, g.h[L], T)
+    ops.half_sse_backward(dh, g.h[L], T)
     for l in range(L, 0, -1):
         dL_dz[l] = np.empty_like(g.z[l])
-        kernels.sigmoid_backward(dL_dz[l], dh, g.z[l])  # z where h belongs: the note's z(1 - z)
-        kernels.linear_backward_weight(dW[l - 1], dL_dz[l], g.h[l - 1])
-        kernels.linear_backward_bias(db[l - 1], dL_dz[l])
+        ops.sigmoid_backward(dL_dz[l], dh, g.z[l])  # z where h belongs: the note's z(1 - z)
+        ops.linear_backward_weight(dW[l - 1], dL_dz[l], g.h[l - 1])
+        ops.linear_backward_bias(db[l - 1], dL_dz[l])
         dh = np.empty_like(g.h[l - 1])
-        kernels.linear_backward_input(dh, dL_dz[l], net.W[l - 1])
+        ops.linear_backward_input(dh, dL_dz[l], net.W[l - 1])
     return dL_dz, dW, db
 
 
@@ -536,8 +540,9 @@ def descent_step(net: MLP, X, T, eta: float) -> dict:
     stepped.W = [w.copy() for w in net.W]
     stepped.b = [b.copy() for b in net.b]
     lr = np.dtype(net.dtype).type(eta)
+    ops = get_engine(net.engine)
     for param, grad in zip([*stepped.W, *stepped.b], [*g.W, *g.b], strict=True):
-        kernels.sgd_update(param.reshape(-1), grad.reshape(-1), lr)
+        ops.sgd_update(param.reshape(-1), grad.reshape(-1), lr)
     squared = sum(float(np.sum(np.square(gr, dtype=np.float64))) for gr in [*g.W, *g.b])
     after = stepped.loss(X, T)
     return {"before": g.loss, "after": after, "change": after - g.loss, "predicted": -eta * squared,
@@ -835,16 +840,19 @@ def build_parser(lang: str = "en") -> argparse.ArgumentParser:
     return parser
 
 
-def write_html(path: str, data: dict, lang: str) -> None:
-    """Write the page to ``path`` through a temporary file in the same folder, then rename (never half a file)."""
-    import os
-    import tempfile
-
-    from .explain_html import render_page
-
+def html_target_error(path: str, lang: str = "en") -> str | None:
+    """Why ``path`` cannot receive the page (in ``lang``), or None when it can."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise OSError(ERRORS[lang]["html_dir"].format(path=path, folder=folder))
+        return ERRORS[lang]["html_dir"].format(path=path, folder=folder)
+    if os.path.isdir(path):
+        return ERRORS[lang]["html_write"].format(path=path, reason=os.strerror(21))  # EISDIR
+    return None
+
+
+def write_html(path: str, data: dict) -> None:
+    """Write the page to ``path`` through a temporary file in the same folder, then rename (never half a file)."""
+    folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".nbmlp-explain-", suffix=".html", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -873,13 +881,15 @@ def main(argv=None, stream=None) -> int:
     lab = LABELS[args.lang]
 
     if args.html:
-        data = page_data(args.n, args.seed, args.dtype, args.lang)
-        try:
-            write_html(args.html, data, args.lang)
-        except OSError as exc:
-            message = str(exc) if not isinstance(exc, PermissionError | IsADirectoryError) else \
-                ERRORS[args.lang]["html_write"].format(path=args.html, reason=exc.strerror)
-            parser.exit(1, f"{parser.prog}{lab['colon']}{message}\n")
+        problem = html_target_error(args.html, args.lang)
+        if problem is None:
+            data = page_data(args.n, args.seed, args.dtype, args.lang)
+            try:
+                write_html(args.html, data)
+            except OSError as exc:
+                problem = ERRORS[args.lang]["html_write"].format(path=args.html, reason=exc.strerror or exc)
+        if problem is not None:
+            parser.exit(1, f"{parser.prog}{lab['colon']}{problem}\n")
         print(lab["wrote"].format(path=args.html), file=stream)
         agree = all(p["agree"] for p in data["params"].values())
         return 0 if agree else 1

@@ -105,7 +105,8 @@ function drawNetwork() {
         const line = el('line', {x1, y1, x2, y2, class: 'weight', stroke: color,
           'stroke-opacity': 0.35 + 0.65 * Math.min(1, Math.abs(w)),
           id: `edge-W${l}-${j + 1}-${k + 1}`, 'data-param': name}, svg);
-        const hit = el('line', {x1, y1, x2, y2, class: 'hit', id: `hit-W${l}-${j + 1}-${k + 1}`, 'data-param': name}, svg);
+        const hit = el('line', {x1, y1, x2, y2, class: 'hit', id: `hit-W${l}-${j + 1}-${k + 1}`,
+                                'data-param': name}, svg);
         const t = el('title', {}, hit); t.textContent = `w${sub(j + 1)}${sub(k + 1)}⁽${l}⁾ = ${w.toFixed(4)}`;
         line.addEventListener('click', () => select(name));
         hit.addEventListener('click', () => select(name));
@@ -216,7 +217,8 @@ def render_page(data: dict) -> str:
 <html lang="{'zh-CN' if data['lang'] == 'zh' else 'en'}">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy"
+      content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <title>{e(ui['title'])}</title>
 <style>{_CSS}</style>
 </head>

@@ -451,3 +451,12 @@ def test_html_into_a_missing_folder_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "文件夹" in err and "不存在" in err and len(err.strip().splitlines()) == 1
     assert not target.parent.exists()
+
+
+def test_html_onto_a_folder_is_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        explain.main(["explain", "--html", str(tmp_path)])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("python -m nbmlp explain: cannot write") and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

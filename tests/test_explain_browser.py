@@ -138,3 +138,17 @@ def test_the_units_show_the_chosen_samples_values(browser, page):
 def test_nothing_is_fetched(browser, page):
     browser.get(page.as_uri())
     assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+
+
+def test_the_chinese_page(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    path = tmp_path / "explain.zh.html"
+    assert explain.main(["explain", "--html", str(path), "--lang", "zh", "--n", str(N), "--seed", str(SEED)]) == 0
+    browser.get(path.as_uri())
+    browser.find_element(By.ID, "cell-W2-5-3").click()
+    shown = read_panel(browser)
+    assert shown["param"] == "W2[5,3]" and shown["verdict"] == "全部一致"
+    assert shown["loop"] == pytest.approx(numpy_gradients()["W"][1][4, 2], abs=1e-12)
+    assert "循环实现" in shown["printed"] and "各项之和" in shown["printed"]
+    assert "点击" in browser.find_element(By.TAG_NAME, "body").text
