@@ -208,6 +208,7 @@ ERRORS = {
         "allowed_W": "W{l}[j,k] (j = 1..{d_in}, k = 1..{d_out}), b{l}[k] (k = 1..{d_out})",
         "not_int": "{text!r} is not an integer",
         "n_range": "must be 1..{max_n} (explain prints one row per sample), got {value}",
+        "seed_range": "must be an integer >= 0, got {text}",
         "not_number": "{text!r} is not a number",
         "eta_range": "must be a finite number > 0, got {text}",
         "html_dir": "cannot write {path}: the folder {folder} does not exist",
@@ -224,6 +225,7 @@ ERRORS = {
         "allowed_W": "W{l}[j,k]（j = 1..{d_in}，k = 1..{d_out}）、b{l}[k]（k = 1..{d_out}）",
         "not_int": "“{text}” 不是整数",
         "n_range": "应为 1..{max_n}（explain 每个样本打印一行），实际为 {value}",
+        "seed_range": "应为不小于 0 的整数，实际为 {text}",
         "not_number": "“{text}” 不是数",
         "eta_range": "应为大于 0 的有限数，实际为 {text}",
         "html_dir": "无法写入 {path}：文件夹 {folder} 不存在",
@@ -802,6 +804,15 @@ def build_parser(lang: str = "en") -> argparse.ArgumentParser:
             raise argparse.ArgumentTypeError(err["n_range"].format(max_n=MAX_N, value=value))
         return value
 
+    def seed(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(err["not_int"].format(text=text)) from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(err["seed_range"].format(text=text))
+        return value
+
     def learning_rate(text: str) -> float:
         try:
             value = float(text)
@@ -819,7 +830,7 @@ def build_parser(lang: str = "en") -> argparse.ArgumentParser:
     )
     parser.add_argument("--n", type=batch_size, default=3,
                         help=f"samples in the batch, 1..{MAX_N} (default 3; --trace is easiest to follow at 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the batch and the weights (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the batch and the weights (default 0)")
     parser.add_argument("--param", action="append", type=lambda text: parse_param(text, lang=lang),
                         metavar="PARAM",
                         help="W1[j,k], b1[k], W2[j,k] or b2[k], 1-based as in the note (j = 1..4 / 1..5, "

@@ -148,6 +148,14 @@ def test_bad_n_is_an_argparse_error(bad, capsys):
     assert "argument --n" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bad", ["-1", "x", "1.5"])
+def test_bad_seed_is_an_argparse_error(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        explain.main(["explain", "--seed", bad])
+    assert exc.value.code == 2
+    assert "argument --seed" in capsys.readouterr().err
+
+
 def test_lang_zh_prints_chinese_labels():
     rc, text = run("--lang", "zh", "--param", "W1[1,1]", "--param", "b2[2]")
     assert rc == 0
