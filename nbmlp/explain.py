@@ -636,33 +636,33 @@ def render_trace(net: MLP, X, T, g, lab) -> str:
     out.append(f"{lab['forward']}{c.rstrip()}")
     show("X = z⁽⁰⁾", g.z[0], f"{_shape(g.z[0])}{lab['comma']}{lab['input']}")
     sig0 = "σ(z⁽⁰⁾)" if net.input_sigmoid else "z⁽⁰⁾"
-    show(f"h⁽⁰⁾ = {sig0}", g.h[0], f"{_shape(g.h[0])}, nbmlp.kernels.sigmoid_forward")
+    show(f"h⁽⁰⁾ = {sig0}", g.h[0], f"{_shape(g.h[0])}{lab['comma']}nbmlp.kernels.sigmoid_forward")
     for l in range(1, L + 1):
         up, prev = _sup(l), _sup(l - 1)
-        show(f"z{up} = h{prev} × W{up} + b{up}", g.z[l], f"{_shape(g.z[l])}, nbmlp.kernels.linear_forward")
-        show(f"h{up} = σ(z{up})", g.h[l], f"{_shape(g.h[l])}, nbmlp.kernels.sigmoid_forward")
+        show(f"z{up} = h{prev} × W{up} + b{up}", g.z[l], f"{_shape(g.z[l])}{lab['comma']}nbmlp.kernels.linear_forward")
+        show(f"h{up} = σ(z{up})", g.h[l], f"{_shape(g.h[l])}{lab['comma']}nbmlp.kernels.sigmoid_forward")
     show("T", T, f"{_shape(T)}{lab['comma']}{lab['targets']}")
     out.append(f"  L = ½ Σ_i Σ_k (t_ik − h_ik{_sup(L)})² = {g.loss:.10f}{lp}nbmlp.kernels.half_sse_loss{rp}")
     out.append("")
     out.append(f"{lab['backward']}{c.rstrip()}")
     up = _sup(L)
     show(f"∂L/∂h{up} = h{up} − T", g.dL_dh[L],
-         f"{lab['shape_of'].format(shape=_shape(g.dL_dh[L]), x=f'h{up}')} {check(g.dL_dh[L], g.h[L])}, "
+         f"{lab['shape_of'].format(shape=_shape(g.dL_dh[L]), x=f'h{up}')} {check(g.dL_dh[L], g.h[L])}{lab['comma']}"
          "nbmlp.kernels.half_sse_backward")
     for l in range(L, 0, -1):
         up, prev = _sup(l), _sup(l - 1)
         show(f"∂L/∂z{up} = ∂L/∂h{up} ⊙ h{up} ⊙ (1 − h{up})", g.dL_dz[l],
-             f"{lab['shape_of'].format(shape=_shape(g.dL_dz[l]), x=f'z{up}')} {check(g.dL_dz[l], g.z[l])}, "
-             "nbmlp.kernels.sigmoid_backward")
+             f"{lab['shape_of'].format(shape=_shape(g.dL_dz[l]), x=f'z{up}')} {check(g.dL_dz[l], g.z[l])}"
+             f"{lab['comma']}nbmlp.kernels.sigmoid_backward")
         show(f"∂L/∂W{up} = (h{prev})ᵀ × ∂L/∂z{up}", g.W[l - 1],
              f"{lab['grad_shape'].format(shape=_shape(g.W[l - 1]), x=f'W{up}', want=_shape(net.W[l - 1]))} "
-             f"{check(g.W[l - 1], net.W[l - 1])}, nbmlp.kernels.linear_backward_weight")
+             f"{check(g.W[l - 1], net.W[l - 1])}{lab['comma']}nbmlp.kernels.linear_backward_weight")
         show(f"∂L/∂b{up} = {lab['colsum_formula'].format(x=f'∂L/∂z{up}')}", g.b[l - 1],
              f"{lab['grad_shape'].format(shape=_shape(g.b[l - 1]), x=f'b{up}', want=_shape(net.b[l - 1]))} "
-             f"{check(g.b[l - 1], net.b[l - 1])}, nbmlp.kernels.linear_backward_bias")
+             f"{check(g.b[l - 1], net.b[l - 1])}{lab['comma']}nbmlp.kernels.linear_backward_bias")
         show(f"∂L/∂h{prev} = ∂L/∂z{up} × (W{up})ᵀ", g.dL_dh[l - 1],
              f"{lab['shape_of'].format(shape=_shape(g.dL_dh[l - 1]), x=f'h{prev}')} "
-             f"{check(g.dL_dh[l - 1], g.h[l - 1])}, nbmlp.kernels.linear_backward_input")
+             f"{check(g.dL_dh[l - 1], g.h[l - 1])}{lab['comma']}nbmlp.kernels.linear_backward_input")
     formula = "∂L/∂h⁽⁰⁾ ⊙ h⁽⁰⁾ ⊙ (1 − h⁽⁰⁾)" if net.input_sigmoid else "∂L/∂h⁽⁰⁾"
     show(f"∂L/∂X = ∂L/∂z⁽⁰⁾ = {formula}", g.dL_dz[0],
          f"{lab['grad_shape'].format(shape=_shape(g.dL_dz[0]), x='X', want=_shape(X))} {check(g.dL_dz[0], X)}"

@@ -389,7 +389,8 @@ def test_display_width():
 
 
 def test_lang_zh_is_aligned_by_display_width_with_chinese_punctuation():
-    rc, text = run("--lang", "zh", "--param", "W1[1,1]", "--param", "b2[2]", "--note-sigma", "--step", "0.5")
+    rc, text = run("--lang", "zh", "--param", "W1[1,1]", "--param", "b2[2]", "--note-sigma", "--step", "0.5",
+                   "--trace", "--n", "2")
     assert rc == 0
     rc, plain = run("--lang", "zh", "--param", "W1[1,1]", "--param", "b2[2]")
     for block in sections(plain):
@@ -404,6 +405,7 @@ def test_lang_zh_is_aligned_by_display_width_with_chinese_punctuation():
     # Chinese punctuation after Chinese text: no ASCII colon, comma, semicolon or parenthesis
     assert not re.search(r"[\u4e00-\u9fff][:,;(]", text), re.findall(r".{6}[\u4e00-\u9fff][:,;(].{6}", text)
     assert "（" in text and "：" in text and "，" in text
+    assert "，nbmlp.kernels.sigmoid_backward" in text and ", nbmlp" not in text
 
 
 @pytest.mark.parametrize("args, words", [
