@@ -57,6 +57,10 @@ DEFAULT_PARAMS = ("W1[1,1]", "b1[1]", "W2[1,1]", "b2[1]")
 #: meant to be read; 10⁴ rows is far past readable and costs a few MB.
 MAX_N = 10_000
 
+#: The largest batch ``--html`` accepts: the page embeds every term of all 43 sums
+#: (about 7 kB per sample: n = 100 gives a 0.7 MB page).
+HTML_MAX_N = 100
+
 #: ``--trace`` prints at most this many rows of each n-row matrix.
 TRACE_ROWS = 8
 
@@ -212,6 +216,7 @@ ERRORS = {
         "not_number": "{text!r} is not a number",
         "eta_range": "must be a finite number > 0, got {text}",
         "html_dir": "cannot write {path}: the folder {folder} does not exist",
+        "html_n": "--html takes --n 1..{max_n} (the page holds every term of every sum), got {n}",
         "html_write": "cannot write {path}: {reason}",
     },
     "zh": {
@@ -229,6 +234,7 @@ ERRORS = {
         "not_number": "“{text}” 不是数",
         "eta_range": "应为大于 0 的有限数，实际为 {text}",
         "html_dir": "无法写入 {path}：文件夹 {folder} 不存在",
+        "html_n": "--html 要求 --n 为 1..{max_n}（网页包含每个求和的每一项），实际为 {n}",
         "html_write": "无法写入 {path}：{reason}",
     },
 }
@@ -892,6 +898,8 @@ def main(argv=None, stream=None) -> int:
     lab = LABELS[args.lang]
 
     if args.html:
+        if args.n > HTML_MAX_N:
+            parser.error(ERRORS[args.lang]["html_n"].format(max_n=HTML_MAX_N, n=args.n))
         problem = html_target_error(args.html, args.lang)
         if problem is None:
             data = page_data(args.n, args.seed, args.dtype, args.lang)

@@ -470,3 +470,12 @@ def test_html_onto_a_folder_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("python -m nbmlp explain: cannot write") and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_html_bounds_n(tmp_path, capsys):
+    target = tmp_path / "page.html"
+    with pytest.raises(SystemExit) as exc:
+        explain.main(["explain", "--html", str(target), "--n", str(explain.HTML_MAX_N + 1)])
+    assert exc.value.code == 2
+    assert f"--html takes --n 1..{explain.HTML_MAX_N}" in capsys.readouterr().err
+    assert not target.exists()
