@@ -850,7 +850,7 @@ def build_parser(lang: str = "en") -> argparse.ArgumentParser:
                         help="take one gradient-descent step with learning rate ETA and print L before and after")
     parser.add_argument("--html", metavar="FILE",
                         help="write one self-contained HTML page (no server, nothing fetched): the network with "
-                        "numbers; click a weight to see its sum term by term")
+                        "numbers; click a weight to see its sum term by term (--n up to " + str(HTML_MAX_N) + ")")
     parser.add_argument("--lang", choices=("en", "zh"), default="en",
                         help="language of the labels and error messages (default en)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
