@@ -727,6 +727,16 @@ def render_step(step: dict, eta: float, lab) -> str:
 # ---------------------------------------------------------------------------
 
 
+def header(n: int, seed: int, dtype, labels, loss: float, lab) -> str:
+    """The four lines that open every run: the network, the loss, the batch, L."""
+    return "\n".join([
+        lab["title"].format(sizes="-".join(map(str, SIZES))),
+        "  " + lab["loss"],
+        "  " + lab["batch"].format(n=n, seed=seed, labels=[int(c) + 1 for c in labels], sizes=SIZES, dtype=dtype),
+        "  " + lab["value_L"].format(L=f"{loss:.10f}"),
+    ])
+
+
 def page_data(n: int = 3, seed: int = 0, dtype="float64", lang: str = "en") -> dict:
     """Everything the HTML page shows, as JSON-ready Python values."""
     lab = LABELS[lang]
@@ -745,17 +755,13 @@ def page_data(n: int = 3, seed: int = 0, dtype="float64", lang: str = "en") -> d
             "factors": e.factors, "terms": e.terms, "sum": e.term_sum, "loop": e.loop, "matrix": e.matrix,
             "fd": e.fd, "agree": e.agree, "text": render(e, n, lab),
         }
-    as_list = [a.tolist() for a in g.h]
     return {
         "sizes": list(SIZES), "n": n, "seed": seed, "dtype": str(np.dtype(dtype)), "lang": lang,
         "labels": [int(c) + 1 for c in labels], "loss": g.loss,
-        "X": X.tolist(), "T": T.tolist(), "z": [a.tolist() for a in g.z], "h": as_list,
+        "X": X.tolist(), "T": T.tolist(), "z": [a.tolist() for a in g.z], "h": [a.tolist() for a in g.h],
         "W": [w.tolist() for w in net.W], "b": [b.tolist() for b in net.b],
         "params": params, "order": [p.name for p in all_params()],
-        "header": "\n".join([lab["title"].format(sizes="-".join(map(str, SIZES))), "  " + lab["loss"],
-                             "  " + lab["batch"].format(n=n, seed=seed, labels=[int(c) + 1 for c in labels],
-                                                        sizes=SIZES, dtype=dtype),
-                             "  " + lab["value_L"].format(L=f"{g.loss:.10f}")]),
+        "header": header(n, seed, dtype, labels, g.loss, lab),
     }
 
 
@@ -915,14 +921,8 @@ def main(argv=None, stream=None) -> int:
 
     X, T, labels = make_batch(args.n, args.seed, args.dtype)
     net = MLP(SIZES, seed=args.seed, dtype=args.dtype, engine="loops")
-    sizes = "-".join(map(str, SIZES))
-    print(lab["title"].format(sizes=sizes), file=stream)
-    print("  " + lab["loss"], file=stream)
-    print("  " + lab["batch"].format(n=args.n, seed=args.seed, labels=[int(c) + 1 for c in labels],
-                                     sizes=SIZES, dtype=args.dtype), file=stream)
-    print("  " + lab["value_L"].format(L=f"{net.loss(X, T):.10f}"), file=stream)
-
     g = net.gradients(X, T)
+    print(header(args.n, args.seed, args.dtype, labels, g.loss, lab), file=stream)
     g_ref = _reference_gradients(net, X, T)
     if args.trace:
         print("", file=stream)
