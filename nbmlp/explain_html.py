@@ -81,6 +81,7 @@ const U = D.ui;
 const SVGNS = 'http://www.w3.org/2000/svg';
 const fmt = x => (x >= 0 ? '+' : '') + x.toFixed(10);
 const sub = s => String(s).replace(/[0-9]/g, d => '₀₁₂₃₄₅₆₇₈₉'[d]);
+const layer = l => '⁽' + String(l).replace(/[0-9]/g, d => '⁰¹²³⁴⁵⁶⁷⁸⁹'[d]) + '⁾';
 const X0 = 110, DX = 270, TOP = 60, DY = 64;
 function unitPos(layer, index) {           // index 0-based
   const count = D.sizes[layer];
@@ -107,7 +108,7 @@ function drawNetwork() {
           id: `edge-W${l}-${j + 1}-${k + 1}`, 'data-param': name}, svg);
         const hit = el('line', {x1, y1, x2, y2, class: 'hit', id: `hit-W${l}-${j + 1}-${k + 1}`,
                                 'data-param': name}, svg);
-        const t = el('title', {}, hit); t.textContent = `w${sub(j + 1)}${sub(k + 1)}⁽${l}⁾ = ${w.toFixed(4)}`;
+        const t = el('title', {}, hit); t.textContent = `w${sub(j + 1)}${sub(k + 1)}${layer(l)} = ${w.toFixed(4)}`;
         line.addEventListener('click', () => select(name));
         hit.addEventListener('click', () => select(name));
       }
@@ -142,7 +143,7 @@ function drawTables() {
   const box = document.getElementById('tables');
   for (let l = 1; l < D.sizes.length; l++) {
     const t = document.createElement('table');
-    let head = `<tr><th>W⁽${l}⁾</th>`;
+    let head = `<tr><th>W${layer(l)}</th>`;
     for (let k = 1; k <= D.sizes[l]; k++) head += `<th>k = ${k}</th>`;
     t.innerHTML = head + '</tr>';
     for (let j = 1; j <= D.sizes[l - 1]; j++) {
@@ -153,7 +154,7 @@ function drawTables() {
       t.appendChild(tr);
     }
     const tr = document.createElement('tr');
-    tr.innerHTML = `<th>b⁽${l}⁾</th>`;
+    tr.innerHTML = `<th>b${layer(l)}</th>`;
     for (let k = 1; k <= D.sizes[l]; k++) tr.appendChild(cell(`b${l}[${k}]`, D.b[l - 1][k - 1], `cell-b${l}-${k}`));
     t.appendChild(tr);
     box.appendChild(t);
@@ -171,9 +172,12 @@ function select(name) {
   document.querySelectorAll(`[data-param="${name}"]`).forEach(e => {
     if (!e.classList.contains('hit')) e.classList.add('selected');
   });
-  const up = `⁽${p.layer}⁾`, prev = `⁽${p.layer - 1}⁾`;
+  const up = layer(p.layer), prev = layer(p.layer - 1);
   document.getElementById('panel-title').textContent =
     `∂L/∂${p.symbol}   ${p.name} = ${p.array_index}   (${U.value} ${p.value.toFixed(6)})`;
+  document.getElementById('formula').textContent = p.kind === 'W'
+    ? `∂L/∂${p.symbol} = Σ_i=1..${D.n} ∂L/∂z_i${p.k}${up} · h_i${p.j}${prev}`
+    : `∂L/∂${p.symbol} = Σ_i=1..${D.n} ∂L/∂z_i${p.k}${up}`;
   const t = document.getElementById('terms');
   let head = `<tr><th>${U.i}</th><th>∂L/∂z_i${p.k}${up}</th>`;
   if (p.kind === 'W') head += `<th></th><th>h_i${p.j}${prev}</th>`;
@@ -231,6 +235,7 @@ def render_page(data: dict) -> str:
   <svg id="network" width="700" height="390" viewBox="0 0 700 390" role="img" aria-label="4-5-3 network"></svg>
   <div id="panel">
     <h2 id="panel-title">{e(ui['pick'])}</h2>
+    <p id="formula"></p>
     <table id="terms"></table>
     <table>
       <tr><td>{e(ui['loop'])}</td><td id="loop"></td></tr>

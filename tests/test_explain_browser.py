@@ -79,6 +79,7 @@ def read_panel(driver):
         "a": value("#terms td.factor-a"), "b": value("#terms td.factor-b"), "terms": value("#terms td.term-value"),
         "sum": value("#sum")[0], "loop": value("#loop")[0], "matrix": value("#matrix")[0], "fd": value("#fd")[0],
         "verdict": driver.find_element(By.ID, "verdict").text,
+        "formula": driver.find_element(By.ID, "formula").text,
         "printed": driver.find_element(By.ID, "printed").text,
         "shown_terms": [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#terms td.term-value")],
     }
@@ -118,6 +119,7 @@ def test_click_shows_the_sum_term_by_term(browser, page, element, name):
     # the visible text is the number to 10 decimals, as explain prints it
     assert shown["shown_terms"] == [f"{t:+.10f}" for t in shown["terms"]]
     assert shown["printed"].startswith(f"── ∂L/∂{p.symbol}") and "all agree" in shown["printed"]
+    assert shown["formula"] in shown["printed"]  # the same formula line explain prints
     for t in shown["shown_terms"]:
         assert t in shown["printed"]
 
