@@ -10,6 +10,7 @@ answers.
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -18,7 +19,9 @@ DTYPES = ("float32", "float64")
 
 
 def check_dtype(dtype) -> np.dtype:
-    """Return the NumPy dtype for ``dtype`` if it is float32 or float64."""
+    """Return the NumPy dtype for ``dtype`` if it is float32 or float64 (``None`` is refused, not float64)."""
+    if dtype is None:
+        raise TypeError(f"dtype must be one of {DTYPES}, got None")
     try:
         resolved = np.dtype(dtype)
     except TypeError as exc:
@@ -41,6 +44,53 @@ def check_sizes(sizes) -> tuple:
         if d < 1:
             raise ValueError(f"every layer width in sizes must be >= 1, got {sizes!r}")
     return tuple(int(d) for d in sizes)
+
+
+def check_seed(seed, name: str = "seed"):
+    """``None`` or an integer in [0, 2**128): what ``np.random.default_rng`` accepts as a seed."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative integer or None, got {seed!r}")
+    if not 0 <= seed < 2**128:
+        raise ValueError(f"{name} must be a non-negative integer below 2**128, got {seed!r}")
+    return int(seed)
+
+
+def masked_to_array(a, name: str) -> np.ndarray:
+    """The data of a masked array that masks nothing; a masked array that hides entries is refused.
+
+    nbmlp has no notion of missing values, so silently computing on the hidden entries would be a wrong answer.
+    """
+    hidden = int(np.ma.count_masked(a))
+    if hidden:
+        raise ValueError(f"{name} is a masked array with {hidden} masked entries; nbmlp does not handle missing "
+                         f"values: fill them ({name}.filled(value)) or drop those rows first")
+    return np.ma.getdata(a)
+
+
+def check_path(path, name: str = "path") -> str:
+    """A file path given as str or os.PathLike, as a str."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {path!r}")
+    path = os.fspath(path)
+    if not isinstance(path, str) or not path:
+        raise TypeError(f"{name} must be a non-empty file path, got {path!r}")
+    return path
+
+
+def check_output_path(path, name: str = "path") -> str:
+    """A path a file can be written to: its directory exists and it is not itself a directory.
+
+    Call it before long work (training) whose result is to be saved there.
+    """
+    path = check_path(path, name)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {name} {path!r}: the directory {directory!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {name} {path!r}: it is a directory")
+    return path
 
 
 def check_positive_int(value, name: str) -> int:
@@ -76,6 +126,8 @@ def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | N
     and strings are refused), finite, non-empty, with ``width`` columns and, if
     given, ``rows`` rows.  The result never shares memory with ``a``.
     """
+    if isinstance(a, np.ma.MaskedArray):
+        a = masked_to_array(a, name)
     try:
         arr = np.asarray(a)
     except Exception as exc:  # ragged lists and the like
@@ -103,8 +155,117 @@ def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | N
     return out
 
 
-def check_parameters(net) -> None:
+#: The share of this machine's physical memory that a network's parameters may take: the rest is left for
+#: their gradients (same size), optimizer state and the batch.  Used by MLP(...) and by load, so a model
+#: that could never be trained here is refused with a ValueError before anything is allocated.
+PARAMETER_MEMORY_FRACTION = 0.5
+#: Used where the physical memory cannot be read (no ``os.sysconf``).
+FALLBACK_MEMORY_BYTES = 16 * 2**30
+
+
+def physical_memory_bytes() -> int:
+    """This machine's physical memory (``FALLBACK_MEMORY_BYTES`` where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return FALLBACK_MEMORY_BYTES
+
+
+def parameter_count(sizes) -> int:
+    """Number of weights and biases of a network with layer widths ``sizes``: Σ_l (d_{l-1} + 1) d_l."""
+    return sum((d_in + 1) * d_out for d_in, d_out in zip(sizes[:-1], sizes[1:]))
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def check_parameter_budget(sizes, dtype) -> int:
+    """Refuse sizes whose parameters would not fit in memory; returns their byte count.
+
+    The cap is :data:`PARAMETER_MEMORY_FRACTION` of the physical memory, so
+    ``MLP(sizes=(10**6, 10**6))`` is a ValueError naming sizes and the bytes, not numpy's MemoryError.
+    """
+    count = parameter_count(sizes)
+    nbytes = count * np.dtype(dtype).itemsize
+    limit = int(PARAMETER_MEMORY_FRACTION * physical_memory_bytes())
+    if nbytes > limit:
+        raise ValueError(f"sizes={tuple(sizes)} needs {count:,} parameters = {_bytes(nbytes)} in {np.dtype(dtype)}; "
+                         f"the cap is {_bytes(limit)} ({PARAMETER_MEMORY_FRACTION:g} of this machine's memory, "
+                         f"leaving room for gradients)")
+    return nbytes
+
+
+def _check_parameter(a, name: str, shape: tuple, formula: str, dtype: np.dtype) -> None:
+    if type(a) is not np.ndarray:  # lists, masked arrays, matrices, tensors: the kernels take plain arrays
+        raise TypeError(f"{name} must be a numpy.ndarray of {dtype} with shape {shape}, got {type(a).__name__}")
+    if a.shape != shape:
+        hint = " — (in, out), not PyTorch's (out, in)" if len(shape) == 2 and a.shape == shape[::-1] else ""
+        raise ValueError(f"{name} has shape {a.shape}; expected {shape} = {formula}{hint}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} has dtype {a.dtype}; the net computes in {dtype} (net.dtype): "
+                        f"assign {name.split(' ')[0]}.astype({dtype.name!r})")
+    flags = a.flags
+    if not flags.c_contiguous:
+        raise ValueError(f"{name} is not C-contiguous (a transposed or sliced view?); "
+                         f"assign np.ascontiguousarray(...) of it")
+    if not flags.writeable:
+        raise ValueError(f"{name} is read-only; training updates parameters in place: assign a writable copy "
+                         f"(np.array(...))")
+    if not flags.aligned:
+        raise ValueError(f"{name} is not aligned in memory; assign a copy (np.array(...))")
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """True when ``a`` holds no NaN or infinity: one summing pass, no temporary array.
+
+    A finite sum proves every entry finite (NaN and ±inf propagate through +);
+    only a non-finite sum (which overflow can also cause) pays for the exact test.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(a, axis=None)):
+            return True
+    return bool(np.isfinite(a).all())
+
+
+def check_parameters(net, *, finite: bool = True) -> None:
     """Check ``net.W`` / ``net.b`` against ``net.sizes`` and ``net.dtype`` before any kernel reads them.
 
-    Raises ValueError / TypeError naming the parameter and the expected shape.
+    The kernels index without bounds checks, so every public entry point (forward,
+    loss, gradients, fit, save, gradcheck) calls this first.  Raises TypeError /
+    ValueError naming the parameter (``net.W[0] (W1)``) and the expected shape when
+    a parameter is not a list entry of the right type, shape, dtype, C order,
+    writability or alignment, when two parameters share memory, or (``finite``)
+    when one holds NaN or infinity.  Cost: O(L) metadata checks plus one summing
+    pass over the parameters for finiteness.
     """
+    sizes = net.sizes
+    L = len(sizes) - 1
+    if len(net.activations) != L:
+        raise ValueError(f"net.activations names {len(net.activations)} layers; sizes={sizes} has {L}")
+    dtype = net.dtype
+    params = []
+    for kind, seq in (("W", net.W), ("b", net.b)):
+        if type(seq) is not list:
+            raise TypeError(f"net.{kind} must be a list of {L} numpy arrays ({kind}1..{kind}{L}), "
+                            f"got {type(seq).__name__}")
+        if len(seq) != L:
+            raise ValueError(f"net.{kind} holds {len(seq)} arrays; sizes={sizes} needs {L} ({kind}1..{kind}{L})")
+    for l in range(L):
+        W, b = net.W[l], net.b[l]
+        _check_parameter(W, f"net.W[{l}] (W{l + 1})", (sizes[l], sizes[l + 1]), f"(sizes[{l}], sizes[{l + 1}])",
+                         dtype)
+        _check_parameter(b, f"net.b[{l}] (b{l + 1})", (sizes[l + 1],), f"(sizes[{l + 1}],)", dtype)
+        params += [(f"net.W[{l}] (W{l + 1})", W), (f"net.b[{l}] (b{l + 1})", b)]
+    # Contiguous arrays occupy exactly [start, start + nbytes): sorted by address, neighbours must not overlap.
+    spans = sorted((a.__array_interface__["data"][0], a.nbytes, name) for name, a in params)
+    for (start, nbytes, name), (next_start, _, next_name) in zip(spans, spans[1:]):
+        if start + nbytes > next_start:
+            raise ValueError(f"{name} and {next_name} share memory; every parameter needs its own array (.copy())")
+    if finite:
+        for name, a in params:
+            if not all_finite(a):
+                raise ValueError(f"{name} contains NaN or infinite values")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import nbmlp
-from nbmlp.serialization import FORMAT_VERSION, load, save
+from nbmlp import load
+from nbmlp.serialization import FORMAT_VERSION
 
 ARCHITECTURES = [
     dict(sizes=(4, 5, 3)),  # the note's network
@@ -62,7 +63,7 @@ def test_pickle_round_trip_is_exact(arch, rng):
 def test_the_file_name_is_used_as_given_and_metadata_round_trips(tmp_path, rng):
     net, X = _trained(rng, sizes=(4, 5, 3))
     path = tmp_path / "model.weights"
-    save(net, str(path), metadata={"classes": np.array(["a", "b", "c"]), "x_mean": np.arange(4.0), "note": "hi",
+    net.save(str(path), metadata={"classes": np.array(["a", "b", "c"]), "x_mean": np.arange(4.0), "note": "hi",
                                    "epochs": 3})
     assert path.exists() and not (tmp_path / "model.weights.npz").exists()
     loaded, meta = load(path, return_metadata=True)
@@ -159,8 +160,6 @@ def test_missing_file_and_bad_arguments(tmp_path):
         load(tmp_path / "nope.npz")
     with pytest.raises(TypeError, match="path"):
         load(3)
-    with pytest.raises(TypeError, match="net must be an nbmlp.MLP"):
-        save("not a net", tmp_path / "x.npz")
     net = nbmlp.MLP((2, 2), seed=0)
     with pytest.raises(TypeError, match="metadata"):
         net.save(tmp_path / "x.npz", metadata={"obj": [object()]})
