@@ -213,7 +213,7 @@ def _check_parameter(a, name: str, shape: tuple, formula: str, dtype: np.dtype) 
         raise ValueError(f"{name} is not C-contiguous (a transposed or sliced view?); "
                          f"assign np.ascontiguousarray(...) of it")
     if not flags.writeable:
-        raise ValueError(f"{name} is read-only; training updates parameters in place: assign a writable copy "
+        raise ValueError(f"{name} is read-only; the kernels write parameters in place (training): assign a writable copy "
                          f"(np.array(...))")
     if not flags.aligned:
         raise ValueError(f"{name} is not aligned in memory; assign a copy (np.array(...))")
