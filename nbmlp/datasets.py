@@ -200,8 +200,8 @@ def train_test_split(X, y, test_fraction=0.2, seed=0):
         rng.shuffle(rows)
         n_test = int(round(test_fraction * rows.size))
         if n_test >= rows.size:
-            raise ValueError(f"test_fraction={test_fraction!r} leaves class {label.item()!r} ({rows.size} rows) without a "
-                             f"training row; use a smaller fraction")
+            raise ValueError(f"test_fraction={test_fraction!r} leaves class {label.item()!r} ({rows.size} rows) "
+                             f"without a training row; use a smaller fraction")
         test.extend(rows[:n_test])
     if not test:
         raise ValueError(f"test_fraction={test_fraction!r} of {y.size} rows leaves the test part empty; "

@@ -199,36 +199,32 @@ def check_parameter_budget(sizes, dtype) -> int:
     return nbytes
 
 
-def _check_parameter(a, name: str, shape: tuple, formula: str, dtype: np.dtype) -> None:
+def _parameter_name(kind: str, l: int) -> str:
+    return f"net.{kind}[{l}] ({kind}{l + 1})"
+
+
+def _check_parameter(a, kind: str, l: int, shape: tuple, dtype: np.dtype) -> None:
+    """One parameter's type, shape, dtype and layout (messages are formatted only on failure)."""
     if type(a) is not np.ndarray:  # lists, masked arrays, matrices, tensors: the kernels take plain arrays
-        raise TypeError(f"{name} must be a numpy.ndarray of {dtype} with shape {shape}, got {type(a).__name__}")
+        raise TypeError(f"{_parameter_name(kind, l)} must be a numpy.ndarray of {dtype} with shape {shape}, "
+                        f"got {type(a).__name__}")
     if a.shape != shape:
+        formula = f"(sizes[{l}], sizes[{l + 1}])" if kind == "W" else f"(sizes[{l + 1}],)"
         hint = " — (in, out), not PyTorch's (out, in)" if len(shape) == 2 and a.shape == shape[::-1] else ""
-        raise ValueError(f"{name} has shape {a.shape}; expected {shape} = {formula}{hint}")
+        raise ValueError(f"{_parameter_name(kind, l)} has shape {a.shape}; expected {shape} = {formula}{hint}")
     if a.dtype != dtype:
-        raise TypeError(f"{name} has dtype {a.dtype}; the net computes in {dtype} (net.dtype): "
-                        f"assign {name.split(' ')[0]}.astype({dtype.name!r})")
+        raise TypeError(f"{_parameter_name(kind, l)} has dtype {a.dtype}; the net computes in {dtype} (net.dtype): "
+                        f"assign net.{kind}[{l}].astype({dtype.name!r})")
     flags = a.flags
-    if not flags.c_contiguous:
-        raise ValueError(f"{name} is not C-contiguous (a transposed or sliced view?); "
-                         f"assign np.ascontiguousarray(...) of it")
-    if not flags.writeable:
-        raise ValueError(f"{name} is read-only; the kernels write parameters in place (training): assign a writable copy "
-                         f"(np.array(...))")
-    if not flags.aligned:
-        raise ValueError(f"{name} is not aligned in memory; assign a copy (np.array(...))")
-
-
-def all_finite(a: np.ndarray) -> bool:
-    """True when ``a`` holds no NaN or infinity: one summing pass, no temporary array.
-
-    A finite sum proves every entry finite (NaN and ±inf propagate through +);
-    only a non-finite sum (which overflow can also cause) pays for the exact test.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.add.reduce(a, axis=None)):
-            return True
-    return bool(np.isfinite(a).all())
+    if not (flags.c_contiguous and flags.writeable and flags.aligned):
+        if not flags.c_contiguous:
+            why = "is not C-contiguous (a transposed or sliced view?); assign np.ascontiguousarray(...) of it"
+        elif not flags.writeable:
+            why = ("is read-only; the kernels write parameters in place (training): "
+                   "assign a writable copy (np.array(...))")
+        else:
+            why = "is not aligned in memory; assign a copy (np.array(...))"
+        raise ValueError(f"{_parameter_name(kind, l)} {why}")
 
 
 def check_parameters(net, *, finite: bool = True) -> None:
@@ -239,33 +235,44 @@ def check_parameters(net, *, finite: bool = True) -> None:
     ValueError naming the parameter (``net.W[0] (W1)``) and the expected shape when
     a parameter is not a list entry of the right type, shape, dtype, C order,
     writability or alignment, when two parameters share memory, or (``finite``)
-    when one holds NaN or infinity.  Cost: O(L) metadata checks plus one summing
-    pass over the parameters for finiteness.
+    when one holds NaN or infinity.
+
+    Cost: O(L) metadata checks (no message is formatted unless one fails) plus, with
+    ``finite``, one summing pass over the parameters without temporaries -- a finite
+    total proves every entry finite, and only a non-finite total pays for the exact
+    test that names the culprit.  The pass is about as long as a forward pass of one
+    sample and negligible from a batch of a few dozen (``python bench/safety.py``).
     """
     sizes = net.sizes
     L = len(sizes) - 1
     if len(net.activations) != L:
         raise ValueError(f"net.activations names {len(net.activations)} layers; sizes={sizes} has {L}")
     dtype = net.dtype
-    params = []
     for kind, seq in (("W", net.W), ("b", net.b)):
         if type(seq) is not list:
             raise TypeError(f"net.{kind} must be a list of {L} numpy arrays ({kind}1..{kind}{L}), "
                             f"got {type(seq).__name__}")
         if len(seq) != L:
             raise ValueError(f"net.{kind} holds {len(seq)} arrays; sizes={sizes} needs {L} ({kind}1..{kind}{L})")
+    W, b = net.W, net.b
     for l in range(L):
-        W, b = net.W[l], net.b[l]
-        _check_parameter(W, f"net.W[{l}] (W{l + 1})", (sizes[l], sizes[l + 1]), f"(sizes[{l}], sizes[{l + 1}])",
-                         dtype)
-        _check_parameter(b, f"net.b[{l}] (b{l + 1})", (sizes[l + 1],), f"(sizes[{l + 1}],)", dtype)
-        params += [(f"net.W[{l}] (W{l + 1})", W), (f"net.b[{l}] (b{l + 1})", b)]
-    # Contiguous arrays occupy exactly [start, start + nbytes): sorted by address, neighbours must not overlap.
-    spans = sorted((a.__array_interface__["data"][0], a.nbytes, name) for name, a in params)
-    for (start, nbytes, name), (next_start, _, next_name) in zip(spans, spans[1:]):
-        if start + nbytes > next_start:
-            raise ValueError(f"{name} and {next_name} share memory; every parameter needs its own array (.copy())")
+        _check_parameter(W[l], "W", l, (sizes[l], sizes[l + 1]), dtype)
+        _check_parameter(b[l], "b", l, (sizes[l + 1],), dtype)
+    params = W + b
+    if any(a.base is not None for a in params):  # arrays that own their memory cannot overlap
+        # Contiguous arrays occupy exactly [start, start + nbytes): sorted by address, neighbours must not overlap.
+        names = [_parameter_name(kind, l) for kind in "Wb" for l in range(L)]
+        spans = sorted((a.__array_interface__["data"][0], a.nbytes, name) for name, a in zip(names, params))
+        for (start, nbytes, name), (next_start, _, next_name) in zip(spans, spans[1:]):
+            if start + nbytes > next_start:
+                raise ValueError(f"{name} and {next_name} share memory; every parameter needs its own array (.copy())")
     if finite:
-        for name, a in params:
-            if not all_finite(a):
-                raise ValueError(f"{name} contains NaN or infinite values")
+        # No np.errstate here (it costs more than the sums of a small net): the sums can only warn when the
+        # parameters hold infinities (an error follows) or exceed ~1e308 in total (a RuntimeWarning, accepted).
+        total = 0.0
+        for a in params:
+            total += np.add.reduce(a, axis=None)
+        if not np.isfinite(total):  # NaN, inf, or an overflowing sum: the exact test names the culprit
+            for i, a in enumerate(params):
+                if not np.isfinite(a).all():
+                    raise ValueError(f"{_parameter_name('Wb'[i // L], i % L)} contains NaN or infinite values")

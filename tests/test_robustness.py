@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,8 @@ def run_python(code: str, *, timeout: float = 600) -> subprocess.CompletedProces
 def run_clean(code: str, **kwargs) -> str:
     """The child's stdout, after asserting it exited normally (a negative status is the signal that killed it)."""
     proc = run_python(code, **kwargs)
-    assert proc.returncode == 0, f"child exited with status {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, \
+        f"child exited with status {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout
 
 
