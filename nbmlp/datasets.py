@@ -211,6 +211,14 @@ def train_test_split(X, y, test_fraction=0.2, seed=0):
     return X[~is_test].copy(), X[is_test].copy(), y[~is_test].copy(), y[is_test].copy()
 
 
+def _rows_like(A, name, width):
+    """A float64 matrix of ``width`` columns, possibly without rows (an empty test part)."""
+    A = np.asarray(A)
+    if A.ndim == 2 and A.shape[0] == 0 and A.shape[1] == width:
+        return A.astype(np.float64)
+    return check_matrix(A, name, width, np.dtype(np.float64))
+
+
 #: Columns whose largest magnitude exceeds this are divided by it before their mean and standard
 #: deviation are taken: (x - mean)^2 overflows float64 from |x - mean| ~ 1.3e154.
 STANDARDIZE_RESCALE_ABOVE = 1e150
@@ -224,7 +232,7 @@ def standardize(X_train, *others):
     that cannot be represented in float64 is a ValueError.
     """
     X_train = check_matrix(X_train, "X_train", None, np.dtype(np.float64))
-    others = [check_matrix(A, f"others[{i}]", X_train.shape[1], np.dtype(np.float64)) for i, A in enumerate(others)]
+    others = [_rows_like(A, f"others[{i}]", X_train.shape[1]) for i, A in enumerate(others)]
     peak = np.abs(X_train).max(axis=0)
     unit = np.where(peak > STANDARDIZE_RESCALE_ABOVE, peak, 1.0)
     scaled = X_train / unit
