@@ -66,13 +66,18 @@ HISTORIES = ("loss_history", "validation_loss_history", "validation_score_histor
 #: The dtype kinds a stored array may have: bool, integers, floats, unicode strings (never objects).
 STORABLE_KINDS = "biufU"
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+#: Member names: a prefix ("optimizer_state.", "meta.") and a key.
+_MEMBER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}")
 
 
 # -- writing ---------------------------------------------------------------------------------------
 
 
 def _storable(value, what: str) -> np.ndarray:
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise TypeError(f"{what} must be a number, a string or an array of them: {exc}") from exc
     if arr.dtype.kind not in STORABLE_KINDS:
         raise TypeError(f"{what} must be a number, a string or an array of them "
                         f"(no objects, which would need pickle), got dtype {arr.dtype}")
@@ -93,9 +98,10 @@ def _optimizer_entry(key: str, arr: np.ndarray, shapes: dict, limit: int, bad) -
     if arr.size > limit:
         raise bad(f"optimizer_state[{key!r}] holds {arr.size} values, more than the net's {limit} parameters")
     param = key.rsplit(".", 1)[-1]
-    if param in shapes and (arr.shape != shapes[param] or arr.dtype.kind != "f"):
+    if param in shapes and (arr.shape not in (shapes[param], (math.prod(shapes[param]),)) or arr.dtype.kind != "f"):
         raise bad(f"optimizer_state[{key!r}] has shape {arr.shape} and dtype {arr.dtype}; as the state of "
-                  f"parameter {param} it needs shape {shapes[param]} and a floating dtype")
+                  f"parameter {param} it needs shape {shapes[param]} (or flat, ({math.prod(shapes[param])},)) "
+                  f"and a floating dtype")
 
 
 def _parameter_shapes(sizes) -> dict:
@@ -120,7 +126,8 @@ def state_arrays(state: dict, metadata=None) -> dict:
         "engine": np.array(state["engine"]),
     }
     for name in HISTORIES:
-        arrays[name] = np.array(state.get(name) or [], dtype=np.float64)
+        history = state.get(name)
+        arrays[name] = np.array([] if history is None else history, dtype=np.float64).reshape(-1)
     for l, (W, b) in enumerate(zip(state["W"], state["b"], strict=True), start=1):
         arrays[f"W{l}"] = np.ascontiguousarray(W)
         arrays[f"b{l}"] = np.ascontiguousarray(b)
@@ -167,15 +174,19 @@ def write_npz(path, arrays: dict) -> None:
     (including KeyboardInterrupt) the temporary file is removed and an existing
     file at ``path`` is untouched.
     """
-    path = check_output_path(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(check_output_path(path))  # through a symlink to the file it names
+    directory = os.path.dirname(path)
+    if os.path.exists(path):
+        mode = os.stat(path).st_mode & 0o7777
+    else:  # what open() would create: 0666 less the umask (which can only be read by setting it)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file the mode open() would have
-                umask = os.umask(0)
-                os.umask(umask)
-                os.fchmod(f.fileno(), 0o666 & ~umask)
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600
+                os.fchmod(f.fileno(), mode)
             np.savez(f, **arrays)  # an open file: np.savez would otherwise append ".npz" to the name
             f.flush()
             os.fsync(f.fileno())
@@ -235,7 +246,7 @@ class _Archive:
         spans = []
         for info in self.zip.infolist():
             name = info.filename
-            if not name.endswith(".npy") or not _KEY.fullmatch(name[:-4]):
+            if not name.endswith(".npy") or not _MEMBER.fullmatch(name[:-4]):
                 raise self.bad(f"unexpected member {name!r} (an nbmlp file holds only .npy arrays)")
             if name[:-4] in members:
                 raise self.bad(f"the member {name!r} appears twice")
