@@ -27,7 +27,11 @@ import nbmlp  # noqa: E402
 from nbmlp.validation import check_parameters  # noqa: E402
 
 
-def median_seconds(fn, repeat=7, number=200):
+def median_seconds(fn, repeat=7, budget=0.05):
+    """Median seconds per call over ``repeat`` runs of about ``budget`` seconds each."""
+    start = time.perf_counter()
+    fn()
+    number = max(1, int(budget / max(time.perf_counter() - start, 1e-7)))
     return float(np.median(timeit.repeat(fn, repeat=repeat, number=number))) / number
 
 
