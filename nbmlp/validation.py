@@ -248,6 +248,8 @@ def check_parameters(net, *, finite: bool = True) -> None:
     if len(net.activations) != L:
         raise ValueError(f"net.activations names {len(net.activations)} layers; sizes={sizes} has {L}")
     dtype = net.dtype
+    if not isinstance(dtype, np.dtype) or dtype.name not in DTYPES or not dtype.isnative:
+        raise TypeError(f"net.dtype must be numpy.dtype('float32') or numpy.dtype('float64'), got {dtype!r}")
     for kind, seq in (("W", net.W), ("b", net.b)):
         if type(seq) is not list:
             raise TypeError(f"net.{kind} must be a list of {L} numpy arrays ({kind}1..{kind}{L}), "

@@ -216,6 +216,10 @@ CORRUPTIONS = {
     "shape edited in place": (lambda n: setattr(n.W[0], "shape", (5, 4)), ValueError, r"net.W\[0\] \(W1\) has shape"),
     "two parameters share memory": (lambda n: n.b.__setitem__(1, n.W[1].reshape(-1)[2:5]), ValueError,
                                     r"net.W\[1\] \(W2\) and net.b\[1\] \(b2\) share memory"),
+    "dtype edited": (lambda n: setattr(n, "dtype", np.dtype(np.float16)), TypeError,
+                     r"net.dtype must be numpy.dtype\('float32'\) or numpy.dtype\('float64'\), got dtype\('float16'\)"),
+    "dtype set to a string": (lambda n: setattr(n, "dtype", "float32"), TypeError,
+                              r"net.dtype must be .* got 'float32'"),
     "activations edited": (lambda n: setattr(n, "activations", ("sigmoid",)), ValueError,
                            r"net.activations names 1 layers"),
 }
