@@ -265,9 +265,9 @@ def test_parameter_check_reads_the_values_in_one_sum_and_names_the_culprit_only_
     huge.W[0][...] = 1e308  # finite, but the total overflows: the exact test decides, and accepts
     with pytest.warns(RuntimeWarning, match="overflow"):
         validation.check_parameters(huge)
-    huge.b[0][1] = np.nan
+    net.b[0][1] = np.nan
     with pytest.raises(ValueError, match=r"net.b\[0\] \(b1\) contains NaN"):
-        validation.check_parameters(huge)
+        validation.check_parameters(net)
 
 
 def test_a_masked_array_that_hides_entries_is_refused(net):
