@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import tempfile
 import zipfile
 
@@ -226,6 +227,8 @@ class _Archive:
 
     def __init__(self, path: str):
         self.path = path
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or never end
+            raise self.bad("it is not a regular file")
         try:
             self.zip = zipfile.ZipFile(path)
         except (FileNotFoundError, IsADirectoryError, PermissionError):

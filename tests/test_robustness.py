@@ -21,6 +21,7 @@ import pytest
 import nbmlp
 
 ROOT = Path(__file__).resolve().parents[1]
+posix_only = pytest.mark.skipif(os.name != "posix", reason="uses POSIX rlimits, signals, fifos or ru_maxrss")
 
 
 def run_python(code: str, *, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -248,6 +249,7 @@ HOSTILE = {
 }
 
 
+@posix_only
 def test_hostile_files_are_refused_before_anything_big_is_built(tmp_path):
     code = _child_builds_hostile_files(tmp_path) + "".join(f"attempt({case!r})\n" for case in HOSTILE)
     outcomes = results(run_clean(code))
@@ -326,6 +328,7 @@ def test_a_save_that_fails_at_the_rename_leaves_the_old_file_and_no_temp_file(tm
     assert path.read_bytes() == before and _leftovers(tmp_path) == []
 
 
+@posix_only
 @pytest.mark.parametrize("ignore_sigxfsz", [True, False], ids=["EFBIG error", "killed by SIGXFSZ"])
 def test_a_save_over_the_file_size_limit_leaves_the_old_file(tmp_path, ignore_sigxfsz):
     """Python ignores SIGXFSZ (writes fail with EFBIG); a process that does not is killed mid-write."""
@@ -437,3 +440,18 @@ def test_corrupted_parameters_never_reach_the_kernels(engine, tmp_path):
             assert "net.W[" in outcome or "net.b[" in outcome, (case, outcome)
     assert not (tmp_path / "m.npz").exists()
 
+
+
+@posix_only
+def test_a_fifo_or_device_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "model.npz"
+    os.mkfifo(fifo)
+    out = run_clean(MODEL + f"""
+for path in ({str(fifo)!r}, "/dev/zero"):
+    try:
+        nbmlp.load(path)
+    except ValueError as exc:
+        report(path, str(exc))
+""", timeout=120)
+    assert all(message.endswith("it is not a regular file") for message in results(out).values())
+    assert len(results(out)) == 2
