@@ -328,6 +328,18 @@ def test_a_save_that_fails_at_the_rename_leaves_the_old_file_and_no_temp_file(tm
     assert path.read_bytes() == before and _leftovers(tmp_path) == []
 
 
+def test_ctrl_c_during_a_save_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    path, before = _old_model(tmp_path)
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        nbmlp.MLP((3, 40, 2), seed=2).save(path)
+    assert path.read_bytes() == before and _leftovers(tmp_path) == []
+
+
 @posix_only
 @pytest.mark.parametrize("ignore_sigxfsz", [True, False], ids=["EFBIG error", "killed by SIGXFSZ"])
 def test_a_save_over_the_file_size_limit_leaves_the_old_file(tmp_path, ignore_sigxfsz):
