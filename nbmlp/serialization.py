@@ -279,19 +279,23 @@ class _Archive:
         if info is None:
             raise self.bad(f"the entry {key!r} is missing")
         fp = self.zip.open(info)
-        version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
-        else:
-            raise self.bad(f"the entry {key!r} has .npy format version {version}")
-        if dtype.hasobject or dtype.kind not in STORABLE_KINDS or dtype.itemsize == 0:
-            raise self.bad(f"the entry {key!r} has dtype {dtype}; numbers and strings only")
-        nbytes = math.prod(shape) * dtype.itemsize
-        if fp.tell() + nbytes != info.file_size or any(d > info.file_size for d in shape):
-            raise self.bad(f"the entry {key!r} declares shape {shape} of {dtype} ({nbytes} bytes) "
-                           f"but holds {info.file_size - fp.tell()} bytes")
+        try:
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+            else:
+                raise self.bad(f"the entry {key!r} has .npy format version {version}")
+            if dtype.hasobject or dtype.kind not in STORABLE_KINDS or dtype.itemsize == 0:
+                raise self.bad(f"the entry {key!r} has dtype {dtype}; numbers and strings only")
+            nbytes = math.prod(shape) * dtype.itemsize
+            if fp.tell() + nbytes != info.file_size or any(d > info.file_size for d in shape):
+                raise self.bad(f"the entry {key!r} declares shape {shape} of {dtype} ({nbytes} bytes) "
+                               f"but holds {info.file_size - fp.tell()} bytes")
+        except BaseException:
+            fp.close()
+            raise
         return shape, fortran, dtype, fp
 
     def read(self, key: str, *, shape=None, dtype=None, kinds=STORABLE_KINDS, ndim=None) -> np.ndarray:
