@@ -2,7 +2,7 @@ r"""The tuned loop tier: the formulas of :mod:`nbmlp.kernels`, with loops rearra
 
 Same kernel names, same signatures, same formulas as the literal tier; the
 tests hold both against :mod:`nbmlp.reference` with the same tolerances.  It is
-registered as the engine ``"tuned"`` (``MLP(engine="tuned")``).  Everything is
+registered by :mod:`nbmlp.engines` as the engine ``"tuned"`` (``MLP(engine="tuned")``).  Everything is
 still an explicit Numba loop: no BLAS call, no NumPy array expression in a
 kernel.  What changes, and why:
 
@@ -56,7 +56,7 @@ Parallelism follows the literal tier's rule: ``prange`` runs over tiles or
 chunks whose output slots only that iteration writes, every sum stays inside
 one iteration, so results are bit-identical for any thread count.  Each
 kernel has a serial compilation at ``.serial``; the public functions below
-pick serial or parallel by the amount of work (:data:`PARALLEL_MIN_WORK`).
+pick serial or parallel by the amount of work through :func:`nbmlp.parallel.pick`.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ from numba.core.extending import intrinsic
 
 from . import kernels as literal
 from ._jit import compile_twice
+from .parallel import pick
 
 #: Compile flags of the tuned tier, in one place.  "contract" allows fused
 #: multiply-add; nothing else (no reassociation, NaN/inf stay meaningful).
@@ -85,10 +86,6 @@ CHUNK = 4096
 #: prange iteration; inside a tile, 8 rows x 8 terms of the sum per pass.
 TILE_ROWS = 64
 TILE_COLS = 256
-
-#: Below this much work (multiply-adds for the products, elements otherwise)
-#: a call runs the serial compilation: a parallel region costs microseconds.
-PARALLEL_MIN_WORK = 1 << 15
 
 #: ∂L/∂W is computed transposed when d_out is below this and d_in is larger.
 NARROW_COLS = 16
@@ -820,10 +817,6 @@ def _transpose(out, a):
 # ---------------------------------------------------------------------------
 
 
-def _pick(compiled, work):
-    return compiled.serial if work < PARALLEL_MIN_WORK else compiled
-
-
 def _contiguous(*arrays):
     return all(a.flags.c_contiguous for a in arrays)
 
@@ -834,7 +827,7 @@ def _elementwise(flat_kernel, literal_kernel, name, doc_from):
     def kernel(out, *ins):
         if not _contiguous(out, *ins):
             return literal_kernel(out, *ins)
-        return _pick(flat_kernel, out.size)(out.reshape(-1), *(a.reshape(-1) for a in ins))
+        return pick(flat_kernel, out.size)(out.reshape(-1), *(a.reshape(-1) for a in ins))
 
     kernel.__name__ = kernel.__qualname__ = name
     kernel.__doc__ = doc_from.__doc__
@@ -856,14 +849,14 @@ identity_forward = _elementwise(_copy_flat, literal.identity_forward, "identity_
 def identity_backward(dz, dh, h):
     if not _contiguous(dz, dh):
         return literal.identity_backward(dz, dh, h)
-    _pick(_copy_flat, dz.size)(dz.reshape(-1), dh.reshape(-1))
+    pick(_copy_flat, dz.size)(dz.reshape(-1), dh.reshape(-1))
 
 
 identity_backward.__doc__ = literal.identity_backward.__doc__
 
 
 def softmax_forward(p, z):
-    _pick(_softmax_forward, z.size)(p, z)
+    pick(_softmax_forward, z.size)(p, z)
 
 
 softmax_forward.__doc__ = literal.softmax_forward.__doc__
@@ -871,7 +864,7 @@ softmax_forward.__doc__ = literal.softmax_forward.__doc__
 
 def linear_forward(z, h_prev, W, b):
     n, d_in = h_prev.shape
-    _pick(_gemm, n * d_in * W.shape[1])(z, h_prev, False, W, b)
+    pick(_gemm, n * d_in * W.shape[1])(z, h_prev, False, W, b)
 
 
 linear_forward.__doc__ = literal.linear_forward.__doc__
@@ -887,17 +880,17 @@ def linear_backward_weight(dW, dz, h_prev):
     if d_out < NARROW_COLS and d_in > d_out:
         # dWᵀ = dzᵀ · h_prev: the vector loop runs over the d_in columns of h_prev.
         dWT = np.empty((d_out, d_in), dtype=dW.dtype)
-        _pick(_gemm, work)(dWT, dz, True, h_prev, no_bias)
-        _pick(_transpose, d_in * d_out)(dW, dWT)
+        pick(_gemm, work)(dWT, dz, True, h_prev, no_bias)
+        pick(_transpose, d_in * d_out)(dW, dWT)
     else:
-        _pick(_gemm, work)(dW, h_prev, True, dz, no_bias)
+        pick(_gemm, work)(dW, h_prev, True, dz, no_bias)
 
 
 linear_backward_weight.__doc__ = literal.linear_backward_weight.__doc__
 
 
 def linear_backward_bias(db, dz):
-    _pick(_column_sums, dz.size)(db, dz)
+    pick(_column_sums, dz.size)(db, dz)
 
 
 linear_backward_bias.__doc__ = literal.linear_backward_bias.__doc__
@@ -906,9 +899,9 @@ linear_backward_bias.__doc__ = literal.linear_backward_bias.__doc__
 def linear_backward_input(dh_prev, dz, W):
     d_in, d_out = W.shape
     WT = np.empty((d_out, d_in), dtype=W.dtype)  # pre-transposed W: rows of Wᵀ are unit-stride
-    _pick(_transpose, W.size)(WT, W)
+    pick(_transpose, W.size)(WT, W)
     no_bias = _NO_BIAS.get(dh_prev.dtype, np.empty(0, dh_prev.dtype))
-    _pick(_gemm, dz.shape[0] * d_in * d_out)(dh_prev, dz, False, WT, no_bias)
+    pick(_gemm, dz.shape[0] * d_in * d_out)(dh_prev, dz, False, WT, no_bias)
 
 
 linear_backward_input.__doc__ = literal.linear_backward_input.__doc__
@@ -917,7 +910,7 @@ linear_backward_input.__doc__ = literal.linear_backward_input.__doc__
 def half_sse_loss(h, t):
     if not _contiguous(h, t):
         return literal.half_sse_loss(h, t)
-    return 0.5 * _pick(_squared_error_sum_flat, h.size)(h.reshape(-1), t.reshape(-1))
+    return 0.5 * pick(_squared_error_sum_flat, h.size)(h.reshape(-1), t.reshape(-1))
 
 
 half_sse_loss.__doc__ = literal.half_sse_loss.__doc__
@@ -926,7 +919,7 @@ half_sse_loss.__doc__ = literal.half_sse_loss.__doc__
 def mse_loss(h, t):
     if not _contiguous(h, t):
         return literal.mse_loss(h, t)
-    return _pick(_squared_error_sum_flat, h.size)(h.reshape(-1), t.reshape(-1)) / h.size
+    return pick(_squared_error_sum_flat, h.size)(h.reshape(-1), t.reshape(-1)) / h.size
 
 
 mse_loss.__doc__ = literal.mse_loss.__doc__
@@ -935,7 +928,7 @@ mse_loss.__doc__ = literal.mse_loss.__doc__
 def half_sse_backward(dh, h, t):
     if not _contiguous(dh, h, t):
         return literal.half_sse_backward(dh, h, t)
-    _pick(_scaled_difference_flat, h.size)(dh.reshape(-1), h.reshape(-1), t.reshape(-1), 1.0)
+    pick(_scaled_difference_flat, h.size)(dh.reshape(-1), h.reshape(-1), t.reshape(-1), 1.0)
 
 
 half_sse_backward.__doc__ = literal.half_sse_backward.__doc__
@@ -944,14 +937,14 @@ half_sse_backward.__doc__ = literal.half_sse_backward.__doc__
 def mse_backward(dh, h, t):
     if not _contiguous(dh, h, t):
         return literal.mse_backward(dh, h, t)
-    _pick(_scaled_difference_flat, h.size)(dh.reshape(-1), h.reshape(-1), t.reshape(-1), 2.0 / h.size)
+    pick(_scaled_difference_flat, h.size)(dh.reshape(-1), h.reshape(-1), t.reshape(-1), 2.0 / h.size)
 
 
 mse_backward.__doc__ = literal.mse_backward.__doc__
 
 
 def softmax_cross_entropy_loss(z, t):
-    return _pick(_softmax_cross_entropy_loss, z.size)(z, t)
+    return pick(_softmax_cross_entropy_loss, z.size)(z, t)
 
 
 softmax_cross_entropy_loss.__doc__ = literal.softmax_cross_entropy_loss.__doc__
@@ -960,48 +953,14 @@ softmax_cross_entropy_loss.__doc__ = literal.softmax_cross_entropy_loss.__doc__
 def softmax_cross_entropy_backward(dz, p, t):
     if not _contiguous(dz, p, t):
         return literal.softmax_cross_entropy_backward(dz, p, t)
-    _pick(_divided_difference_flat, p.size)(dz.reshape(-1), p.reshape(-1), t.reshape(-1), float(p.shape[0]))
+    pick(_divided_difference_flat, p.size)(dz.reshape(-1), p.reshape(-1), t.reshape(-1), float(p.shape[0]))
 
 
 softmax_cross_entropy_backward.__doc__ = literal.softmax_cross_entropy_backward.__doc__
 
 
 def sgd_update(param, grad, lr):
-    _pick(_sgd_update_flat, param.size)(param, grad, lr)
+    pick(_sgd_update_flat, param.size)(param, grad, lr)
 
 
 sgd_update.__doc__ = literal.sgd_update.__doc__
-
-
-#: name -> public tuned kernel, for :func:`nbmlp.engines.register_engine`.
-TUNED_KERNELS = {
-    "sigmoid_forward": sigmoid_forward,
-    "sigmoid_backward": sigmoid_backward,
-    "tanh_forward": tanh_forward,
-    "tanh_backward": tanh_backward,
-    "relu_forward": relu_forward,
-    "relu_backward": relu_backward,
-    "identity_forward": identity_forward,
-    "identity_backward": identity_backward,
-    "softmax_forward": softmax_forward,
-    "linear_forward": linear_forward,
-    "linear_backward_weight": linear_backward_weight,
-    "linear_backward_bias": linear_backward_bias,
-    "linear_backward_input": linear_backward_input,
-    "half_sse_loss": half_sse_loss,
-    "half_sse_backward": half_sse_backward,
-    "mse_loss": mse_loss,
-    "mse_backward": mse_backward,
-    "softmax_cross_entropy_loss": softmax_cross_entropy_loss,
-    "softmax_cross_entropy_backward": softmax_cross_entropy_backward,
-    "sgd_update": sgd_update,
-}
-
-
-def _register():
-    from .engines import register_engine
-
-    register_engine("tuned", TUNED_KERNELS)
-
-
-_register()

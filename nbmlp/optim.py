@@ -34,8 +34,9 @@ from types import SimpleNamespace
 import numpy as np
 from numba import njit, prange
 
-from . import reference
+from . import ops, reference
 from ._jit import JIT_FLAGS, loop_kernel
+from .parallel import pick
 
 # ---------------------------------------------------------------------------
 # Kernels
@@ -123,19 +124,14 @@ def adam_update(param, m1, m2, grad, lr, beta1, beta2, epsilon, t):
         param[m] = param[m] - lr * m_hat / (math.sqrt(v_hat) + epsilon)
 
 
-#: The update kernels of this module (each has a twin of the same name in nbmlp.reference).
-UPDATE_KERNEL_NAMES = ("l2_gradient", "l2_penalty", "momentum_update", "nesterov_update", "adam_update")
-
-#: Below this many parameter entries an update runs its serial compilation
-#: (the same threshold idea as nbmlp.engines.PARALLEL_MIN_WORK).
-PARALLEL_MIN_SIZE = 1 << 15
+#: The update kernels of this module (each has a twin of the same name in nbmlp.reference),
+#: from the table of operations (:func:`nbmlp.ops.update_kernel_names`).
+UPDATE_KERNEL_NAMES = ops.update_kernel_names()
 
 
 def _auto(kernel):
-    parallel, serial = kernel, kernel.serial
-
     def dispatch(param, *args):
-        return (serial if param.shape[0] < PARALLEL_MIN_SIZE else parallel)(param, *args)
+        return pick(kernel, param.shape[0])(param, *args)
 
     dispatch.__name__ = kernel.__name__
     dispatch.__doc__ = kernel.__doc__
@@ -147,7 +143,7 @@ def update_kernels(engine: str) -> SimpleNamespace:
 
     ``"numpy"`` gets the NumPy twins, ``"loops-serial"`` / ``"loops-parallel"``
     always the serial / parallel compilation, and every other engine the loop
-    kernels, serial below :data:`PARALLEL_MIN_SIZE` entries.
+    kernels, serial or parallel by the number of entries (:func:`nbmlp.parallel.pick`).
     """
     g = globals()
     if engine == "numpy":
@@ -236,7 +232,7 @@ class Momentum(Optimizer):
             return
         if index == len(self.velocity):
             self.velocity.append(np.zeros_like(theta))
-        kernel = self._ops.nesterov_update if self.nesterov else self._ops.momentum_update
+        kernel = getattr(self._ops, ops.OPTIMIZERS["nesterov" if self.nesterov else "momentum"].kernel)
         kernel(theta, self.velocity[index], g, lr, self.momentum)
 
 
@@ -260,8 +256,9 @@ class Adam(Optimizer):
                               self.epsilon, self.t)
 
 
-#: optimizer name -> class, as accepted by nbmlp.training and ``--optimizer``.
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+#: Optimizer names, as accepted by nbmlp.training and ``--optimizer``: the update rules of
+#: :data:`nbmlp.ops.OPTIMIZERS`.
+OPTIMIZERS = tuple(ops.OPTIMIZERS)
 
 
 def _check_unit_interval(value, name, *, closed_left=True):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import DTYPES, FD_EPS, FD_REL_TOL, REL_TOL, assert_close, rel_err
 
-from nbmlp import optim, reference
+from nbmlp import optim, parallel, reference
 
 #: Flat parameter sizes: single entries, odd sizes, and one above the parallel threshold.
-SIZES = (1, 2, 7, 130, optim.PARALLEL_MIN_SIZE + 3)
+SIZES = (1, 2, 7, 130, parallel.PARALLEL_MIN_WORK + 3)
 
 #: kernel name -> compilations to test (parallel, serial, the size-dispatching one).
 COMPILATIONS = ("parallel", "serial", "auto")
@@ -87,7 +87,7 @@ def test_l2_penalty_matches_reference(size, dtype, rng):
 
 @pytest.mark.parametrize("name", ["momentum_update", "nesterov_update", "adam_update"])
 def test_parallel_and_serial_compilations_agree_bit_for_bit(name, rng):
-    size = optim.PARALLEL_MIN_SIZE + 11
+    size = parallel.PARALLEL_MIN_WORK + 11
     param = rng.normal(size=size)
     state = [rng.normal(size=size), np.abs(rng.normal(size=size))][: 2 if name == "adam_update" else 1]
     grads = [rng.normal(size=size) for _ in range(2)]

@@ -21,7 +21,7 @@ from conftest import DTYPES, assert_close
 from test_core_kernels import check_kernel
 
 from nbmlp import kernels_tuned as kt
-from nbmlp import reference
+from nbmlp import parallel, reference
 from nbmlp.engines import KERNEL_NAMES, get_engine
 
 #: Largest accepted relative error of exp_nonpositive against NumPy's exp, where
@@ -38,7 +38,7 @@ TILE_SHAPES = [(1, 1, 1), (1, 9, 17), (7, 8, 9), (9, 17, 8), (65, 9, 257), (70, 
 @pytest.fixture(params=["serial", "parallel"])
 def forced(request, monkeypatch):
     """Run every tuned kernel in its serial, or its parallel, compilation whatever the size."""
-    monkeypatch.setattr(kt, "PARALLEL_MIN_WORK", 1 << 62 if request.param == "serial" else 0)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_WORK", 1 << 62 if request.param == "serial" else 0)
     return request.param
 
 
@@ -97,8 +97,8 @@ def test_parallel_and_serial_compilations_are_bit_identical(rng):
     b = rng.normal(size=260)
     outs = {}
     for label, threshold in (("serial", 1 << 62), ("parallel", 0)):
-        saved = kt.PARALLEL_MIN_WORK
-        kt.PARALLEL_MIN_WORK = threshold
+        saved = parallel.PARALLEL_MIN_WORK
+        parallel.PARALLEL_MIN_WORK = threshold
         try:
             z = np.empty((300, 260))
             kt.linear_forward(z, X, W, b)
@@ -109,7 +109,7 @@ def test_parallel_and_serial_compilations_are_bit_identical(rng):
             loss = kt.half_sse_loss(z, dz)
             outs[label] = (z, dW, dh, np.array(loss))
         finally:
-            kt.PARALLEL_MIN_WORK = saved
+            parallel.PARALLEL_MIN_WORK = saved
     for a, b_ in zip(outs["serial"], outs["parallel"], strict=True):
         assert np.array_equal(a, b_)
 
