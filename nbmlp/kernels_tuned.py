@@ -517,6 +517,49 @@ def _relu_backward_flat(dz, dh, h):
 
 
 @tuned_kernel
+def _leaky_relu_forward_flat(h, z, slope):
+    m_total = z.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        hc, zc = h[lo:hi], z[lo:hi]
+        for m in range(zc.shape[0]):
+            hc[m] = zc[m] if zc[m] > 0.0 else slope * zc[m]
+
+
+@tuned_kernel
+def _leaky_relu_backward_flat(dz, dh, h, slope):
+    m_total = h.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        dzc, dhc, hc = dz[lo:hi], dh[lo:hi], h[lo:hi]
+        for m in range(hc.shape[0]):
+            dzc[m] = dhc[m] if hc[m] > 0.0 else slope * dhc[m]
+
+
+@tuned_kernel
+def _softplus_forward_flat(h, z):
+    # exp(-|z|) <= 1 by the vectorizable exp; log1p stays a libm call.
+    m_total = z.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        hc, zc = h[lo:hi], z[lo:hi]
+        for m in range(zc.shape[0]):
+            zm = np.float64(zc[m])
+            hc[m] = max(zm, 0.0) + math.log1p(exp_nonpositive(-abs(zm)))
+
+
+@tuned_kernel
+def _softplus_backward_flat(dz, dh, h):
+    # -expm1(-h), not 1 - exp(-h): h -> 0 (z very negative) would cancel to nothing.
+    m_total = h.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        dzc, dhc, hc = dz[lo:hi], dh[lo:hi], h[lo:hi]
+        for m in range(hc.shape[0]):
+            dzc[m] = dhc[m] * -math.expm1(-np.float64(hc[m]))
+
+
+@tuned_kernel
 def _copy_flat(out, src):
     # identity_forward (h = z) and identity_backward (dz = dh)
     m_total = src.shape[0]
@@ -821,13 +864,16 @@ def _contiguous(*arrays):
     return all(a.flags.c_contiguous for a in arrays)
 
 
-def _elementwise(flat_kernel, literal_kernel, name, doc_from):
-    """Public kernel f(out, *ins) on the flattened arrays (views), literal loops if not C-contiguous."""
+def _elementwise(flat_kernel, literal_kernel, name, doc_from, *constants):
+    """Public kernel f(out, *ins) on the flattened arrays (views), literal loops if not C-contiguous.
+
+    ``constants`` are passed to the flat kernel after the arrays.
+    """
 
     def kernel(out, *ins):
         if not _contiguous(out, *ins):
             return literal_kernel(out, *ins)
-        return pick(flat_kernel, out.size)(out.reshape(-1), *(a.reshape(-1) for a in ins))
+        return pick(flat_kernel, out.size)(out.reshape(-1), *(a.reshape(-1) for a in ins), *constants)
 
     kernel.__name__ = kernel.__qualname__ = name
     kernel.__doc__ = doc_from.__doc__
@@ -842,6 +888,14 @@ tanh_forward = _elementwise(_tanh_forward_flat, literal.tanh_forward, "tanh_forw
 tanh_backward = _elementwise(_tanh_backward_flat, literal.tanh_backward, "tanh_backward", literal.tanh_backward)
 relu_forward = _elementwise(_relu_forward_flat, literal.relu_forward, "relu_forward", literal.relu_forward)
 relu_backward = _elementwise(_relu_backward_flat, literal.relu_backward, "relu_backward", literal.relu_backward)
+leaky_relu_forward = _elementwise(_leaky_relu_forward_flat, literal.leaky_relu_forward, "leaky_relu_forward",
+                                  literal.leaky_relu_forward, literal.LEAKY_RELU_SLOPE)
+leaky_relu_backward = _elementwise(_leaky_relu_backward_flat, literal.leaky_relu_backward, "leaky_relu_backward",
+                                   literal.leaky_relu_backward, literal.LEAKY_RELU_SLOPE)
+softplus_forward = _elementwise(_softplus_forward_flat, literal.softplus_forward, "softplus_forward",
+                                literal.softplus_forward)
+softplus_backward = _elementwise(_softplus_backward_flat, literal.softplus_backward, "softplus_backward",
+                                 literal.softplus_backward)
 identity_forward = _elementwise(_copy_flat, literal.identity_forward, "identity_forward",
                                 literal.identity_forward)
 

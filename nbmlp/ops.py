@@ -45,6 +45,8 @@ ACT_SIGMOID = 1
 ACT_TANH = 2
 ACT_RELU = 3
 ACT_SOFTMAX = 4
+ACT_LEAKY_RELU = 5
+ACT_SOFTPLUS = 6
 
 LOSS_HALF_SSE = 0
 LOSS_MSE = 1
@@ -87,7 +89,7 @@ class Activation:
     hidden: bool = True
     #: The only loss it may be the output activation of (None: any loss).
     only_with_loss: str | None = None
-    #: z where the derivative jumps (relu: 0.0); finite differences must keep away from it.
+    #: z where the derivative jumps (relu, leaky_relu: 0.0); finite differences must keep away from it.
     kink: float | None = None
 
     def init_limit(self, d_in: int, d_out: int) -> float:
@@ -167,6 +169,14 @@ ACTIVATIONS = _table(
                "h = tanh(z)", "1 − h²", INIT_GLOROT),
     Activation("relu", ACT_RELU, "relu_forward", "relu_backward",
                "h = max(z, 0)", "[h > 0]", INIT_HE, kink=0.0),
+    # He's fan_in rule as for relu; the gain for the slope a, sqrt(2 / (1 + a²)), would change the
+    # limit by a factor 1 / sqrt(1.0001) at a = 0.01, so it is left out.
+    Activation("leaky_relu", ACT_LEAKY_RELU, "leaky_relu_forward", "leaky_relu_backward",
+               "h = z if z > 0 else a z  (a = nbmlp.kernels.LEAKY_RELU_SLOPE = 0.01)",
+               "1 if h > 0 else a", INIT_HE, kink=0.0),
+    # softplus is a smooth relu: He's fan_in rule as for relu.
+    Activation("softplus", ACT_SOFTPLUS, "softplus_forward", "softplus_backward",
+               "h = log(1 + e^z) = max(z, 0) + log1p(e^(−|z|))", "σ(z) = 1 − e^(−h)", INIT_HE),
     Activation("identity", ACT_IDENTITY, "identity_forward", "identity_backward",
                "h = z", "1", INIT_GLOROT),
     Activation("softmax", ACT_SOFTMAX, "softmax_forward", None,
@@ -256,6 +266,6 @@ __all__ = [
     "ACTIVATIONS", "Activation", "ENGINE_UPDATE_KERNELS", "HIDDEN_ACTIVATIONS", "INIT_GLOROT", "INIT_HE",
     "L2_KERNELS", "LINEAR_KERNELS", "LOSSES", "Loss", "OPTIMIZERS", "UpdateRule", "activation_help",
     "kernel_names", "kernel_roles", "update_kernel_names",
-    "ACT_IDENTITY", "ACT_SIGMOID", "ACT_TANH", "ACT_RELU", "ACT_SOFTMAX",
+    "ACT_IDENTITY", "ACT_SIGMOID", "ACT_TANH", "ACT_RELU", "ACT_SOFTMAX", "ACT_LEAKY_RELU", "ACT_SOFTPLUS",
     "LOSS_HALF_SSE", "LOSS_MSE", "LOSS_CROSS_ENTROPY", "OPT_SGD", "OPT_MOMENTUM", "OPT_NESTEROV", "OPT_ADAM",
 ]

@@ -25,6 +25,9 @@ ARCHITECTURES = [
     ((4, 5, 3), "identity", "mse", True),
     ((2, 9, 9, 9, 9, 2), ["relu", "tanh", "sigmoid", "identity", "sigmoid"], "mse", True),
     ((4, 5, 2), "sigmoid", "cross_entropy", True),
+    ((3, 6, 4, 2), "leaky_relu", "mse", False),
+    ((3, 6, 1, 3), ["softplus", "leaky_relu", "softplus"], "half_sse", True),
+    ((4, 7, 3), "softplus", "cross_entropy", False),
 ]
 
 

@@ -22,6 +22,9 @@ NETS = [
     dict(sizes=(1, 1), activation="identity", loss="half_sse"),
     dict(sizes=(3, 4, 2), activation="relu", loss="mse", input_sigmoid=False),
     dict(sizes=(3, 4, 2), loss="half_sse", dtype="float32", engine="numpy"),
+    dict(sizes=(3, 5, 4, 2), activation=["leaky_relu", "softplus", "identity"], loss="mse", input_sigmoid=False),
+    dict(sizes=(2, 6, 3), activation="softplus", loss="cross_entropy", engine="tuned"),
+    dict(sizes=(3, 4, 2), activation="leaky_relu", loss="half_sse", dtype="float32"),
 ]
 
 

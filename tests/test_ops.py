@@ -2,7 +2,7 @@
 
 Kernel against twin on random shapes is tests/test_core_kernels.py (it iterates over the same table);
 here: the derived names, each activation's backward against the derivative of its forward, its
-weight initialisation.
+weight initialisation, and the two activations added through the table (leaky_relu, softplus).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import FD_EPS
+from conftest import DTYPES, FD_EPS
 
 import nbmlp
 from nbmlp import engines, kernels, kernels_tuned, ops, optim, reference
@@ -34,7 +34,7 @@ def test_the_derived_tables_are_the_table():
     assert nbmlp.LOSSES is ops.LOSSES
     assert optim.OPTIMIZERS == tuple(ops.OPTIMIZERS)
     assert optim.UPDATE_KERNEL_NAMES == ops.update_kernel_names()
-    assert "softmax" not in ops.HIDDEN_ACTIVATIONS and "relu" in ops.HIDDEN_ACTIVATIONS
+    assert "softmax" not in ops.HIDDEN_ACTIVATIONS and "leaky_relu" in ops.HIDDEN_ACTIVATIONS
     for engine in nbmlp.ENGINES:
         ns = nbmlp.get_engine(engine)
         assert all(callable(getattr(ns, k)) for k in ops.kernel_names()), engine
@@ -77,6 +77,11 @@ def test_weight_initialisation_follows_the_entry(name):
     assert W.max() <= limit and W.max() > 0.99 * limit  # 600 draws reach the edge
 
 
+def test_the_relu_family_uses_he_initialisation():
+    assert [ops.ACTIVATIONS[n].init for n in ("relu", "leaky_relu", "softplus", "sigmoid", "tanh")] == \
+        [ops.INIT_HE] * 3 + [ops.INIT_GLOROT] * 2
+
+
 def test_softmax_only_as_the_output_of_cross_entropy():
     with pytest.raises(ValueError, match="softmax is only available as the output activation"):
         nbmlp.MLP((2, 3, 2), activation=["softmax", "softmax"], loss="cross_entropy")
@@ -85,3 +90,60 @@ def test_softmax_only_as_the_output_of_cross_entropy():
     with pytest.raises(ValueError, match="needs output_activation='softmax'"):
         nbmlp.MLP((2, 3, 2), output_activation="tanh", loss="cross_entropy")
     assert nbmlp.MLP((2, 3, 2), loss="cross_entropy").activations == ("sigmoid", "softmax")
+
+
+# ---------------------------------------------------------------------------
+# leaky_relu and softplus
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("engine", nbmlp.ENGINES)
+def test_leaky_relu_slope_shows_in_forward_and_backward(engine, dtype):
+    a = kernels.LEAKY_RELU_SLOPE
+    assert a == 0.01
+    ns = nbmlp.get_engine(engine)
+    z = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0]], dtype=dtype)
+    h = np.empty_like(z)
+    ns.leaky_relu_forward(h, z)
+    np.testing.assert_array_equal(h, np.array([[-0.02, -0.005, 0.0, 0.5, 3.0]], dtype=dtype))
+    dh = np.array([[1.0, 2.0, 4.0, 3.0, -5.0]], dtype=dtype)
+    dz = np.empty_like(z)
+    ns.leaky_relu_backward(dz, dh, h)
+    # z <= 0: dL/dz = a dL/dh (0.01, 0.02, 0.04 -- relu would give 0); z > 0: dL/dz = dL/dh
+    np.testing.assert_array_equal(dz, np.array([[0.01, 0.02, 0.04, 3.0, -5.0]], dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("engine", nbmlp.ENGINES)
+def test_softplus_is_stable_up_to_a_thousand(engine, dtype):
+    ns = nbmlp.get_engine(engine)
+    z = np.array([[-1000.0, -40.0, -1e-3, 0.0, 1e-3, 40.0, 1000.0]], dtype=dtype)
+    h = np.empty_like(z)
+    dz = np.empty_like(z)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # overflow or 0 * inf would raise
+        ns.softplus_forward(h, z)
+        ns.softplus_backward(dz, np.ones_like(z), h)
+    assert np.isfinite(h).all() and np.isfinite(dz).all()
+    # log(1 + e^z) by hand: e^-1000 underflows to 0; e^-40 = 4.248e-18 is kept to full precision
+    # (log(1 + e^-40) in floating point would round to 0); log(1 + e^(±1e-3)) = log 2 ± 5e-4 + 1.25e-7;
+    # 40 + e^-40 rounds to 40; 1000 exactly.
+    e40 = math.exp(-40.0)
+    expected_h = [0.0, e40, math.log(2.0) - 5e-4 + 1.25e-7, math.log(2.0), math.log(2.0) + 5e-4 + 1.25e-7,
+                  40.0, 1000.0]
+    # sigma(z) = 1 - e^-h: 0, e^-40 (relative precision kept by expm1), 1/2 -+ 2.5e-4, 1, 1.
+    expected_dz = [0.0, e40, 0.5 - 2.5e-4, 0.5, 0.5 + 2.5e-4, 1.0, 1.0]
+    rtol = 1e-12 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(h[0], expected_h, rtol=rtol, atol=0.0 if dtype == np.float64 else 1e-30)
+    np.testing.assert_allclose(dz[0], expected_dz, rtol=max(rtol, 1e-8), atol=0.0 if dtype == np.float64 else 1e-30)
+
+
+def test_softplus_trains_and_leaky_relu_trains():
+    """Each new activation, end to end: the loss of a small fit falls."""
+    X, y = nbmlp.load_iris()
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    T = nbmlp.one_hot(y, 3)
+    for name in ("leaky_relu", "softplus"):
+        net = nbmlp.MLP((4, 8, 3), seed=0, activation=name, input_sigmoid=False, loss="cross_entropy")
+        net.fit(X, T, epochs=200, lr=0.1)
+        assert net.loss_history[-1] < 0.5 * net.loss_history[0], name

@@ -51,7 +51,8 @@ def test_tuned_kernel_matches_reference_across_tiles(name, dtype, forced, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
 def test_elementwise_kernels_cross_chunk_boundaries(dtype, forced, rng):
-    for name in ("sigmoid_forward", "relu_backward", "half_sse_loss", "mse_backward", "sgd_update"):
+    for name in ("sigmoid_forward", "relu_backward", "leaky_relu_forward", "softplus_backward", "half_sse_loss",
+                 "mse_backward", "sgd_update"):
         check_kernel("tuned", name, rng, 3 * kt.CHUNK // 7 + 5, 1, 7, dtype)  # 7 columns: chunks split rows
 
 
