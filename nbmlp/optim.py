@@ -36,6 +36,7 @@ from numba import njit, prange
 
 from . import ops, reference
 from ._jit import JIT_FLAGS, loop_kernel
+from .engines import get_engine
 from .parallel import pick
 
 # ---------------------------------------------------------------------------
@@ -189,8 +190,6 @@ class Optimizer:
 
     def _plain_step(self, theta, g, lr):
         if self._sgd_update is None:
-            from .engines import get_engine
-
             try:
                 self._sgd_update = get_engine(self.engine).sgd_update
             except ValueError:
