@@ -21,7 +21,7 @@ from conftest import DTYPES, assert_close
 from test_core_kernels import check_kernel
 
 from nbmlp import kernels_tuned as kt
-from nbmlp import parallel, reference
+from nbmlp import ops, parallel, reference
 from nbmlp.engines import KERNEL_NAMES, get_engine
 
 #: Largest accepted relative error of exp_nonpositive against NumPy's exp, where
@@ -49,10 +49,13 @@ def test_tuned_kernel_matches_reference_across_tiles(name, dtype, forced, rng):
         check_kernel("tuned", name, rng, n, d_in, d_out, dtype)
 
 
+#: Every kernel of the table but the linear layer's: activations, losses, the update.
+ELEMENTWISE = [name for name, (role, _) in ops.kernel_roles().items() if not role.startswith("linear")]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
 def test_elementwise_kernels_cross_chunk_boundaries(dtype, forced, rng):
-    for name in ("sigmoid_forward", "relu_backward", "leaky_relu_forward", "softplus_backward", "half_sse_loss",
-                 "mse_backward", "sgd_update"):
+    for name in ELEMENTWISE:
         check_kernel("tuned", name, rng, 3 * kt.CHUNK // 7 + 5, 1, 7, dtype)  # 7 columns: chunks split rows
 
 
