@@ -26,7 +26,9 @@ import numpy as np
 from . import ops
 from .engines import get_engine
 from .validation import (
+    check_activations,
     check_dtype,
+    check_loss,
     check_matrix,
     check_sizes,
 )
@@ -66,31 +68,6 @@ class Gradients:
     def __repr__(self) -> str:
         shapes = ", ".join(f"dW{l + 1}{tuple(w.shape)}" for l, w in enumerate(self.W))
         return f"Gradients(loss={self.loss:.6g}, {shapes})"
-
-
-def _check_activations(activation, output_activation, n_layers, loss: LossSpec) -> tuple:
-    if isinstance(activation, str):
-        names = [activation] * n_layers
-    elif hasattr(activation, "__iter__"):
-        names = list(activation)
-        if len(names) != n_layers:
-            raise ValueError(f"activation lists one name per layer: expected {n_layers}, got {len(names)}")
-    else:
-        raise TypeError(f"activation must be a name or a list of names, got {activation!r}")
-    if output_activation is not None:
-        names[-1] = output_activation
-    elif loss.output_activation is not None:
-        names[-1] = loss.output_activation
-    for l, name in enumerate(names, start=1):
-        if not isinstance(name, str) or name not in ops.ACTIVATIONS:
-            raise ValueError(f"activation of layer {l} must be one of {tuple(ops.ACTIVATIONS)}, got {name!r}")
-        op = ops.ACTIVATIONS[name]
-        if (l != n_layers and not op.hidden) or (op.only_with_loss not in (None, loss.name)):
-            raise ValueError(f"{name} is only available as the output activation with loss={op.only_with_loss!r}")
-    if loss.output_activation not in (None, names[-1]):
-        raise ValueError(f"loss={loss.name!r} needs output_activation={loss.output_activation!r}, "
-                         f"got {names[-1]!r}")
-    return tuple(names)
 
 
 class MLP:
@@ -135,11 +112,9 @@ class MLP:
         if not isinstance(input_sigmoid, (bool, np.bool_)):
             raise TypeError(f"input_sigmoid must be True or False, got {input_sigmoid!r}")
         self.input_sigmoid = bool(input_sigmoid)
-        if not isinstance(loss, str) or loss not in LOSSES:
-            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
+        self._loss = check_loss(loss)
         self.loss_name = loss
-        self._loss = LOSSES[loss]
-        self.activations = _check_activations(activation, output_activation, self.n_layers, self._loss)
+        self.activations = check_activations(activation, output_activation, self.n_layers, self._loss)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an integer or None, got {seed!r}")
         self.seed = seed
