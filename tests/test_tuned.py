@@ -76,6 +76,28 @@ def test_exp_nonpositive_against_numpy():
     assert out[3] == 0.0 and out[4] == 0.0 and out[5] == 1.0 and out[6] == 1.0 and np.isnan(out[7])
 
 
+def test_expm1_and_log1p_against_numpy():
+    """The vectorizable e^x - 1 (x <= 0) and log(1 + e) (0 <= e <= 1) of the tuned softplus, to a few ulp."""
+    @numba.njit
+    def evaluate(out_expm1, out_log1p, x, e):
+        for m in range(x.shape[0]):
+            out_expm1[m] = kt.expm1_nonpositive(x[m])
+            out_log1p[m] = kt.log1p_unit(e[m])
+
+    rng = np.random.default_rng(2)
+    # both sides of the switch at -ln2/2, tiny arguments (no cancellation allowed), down to underflow
+    x = -np.concatenate([np.linspace(0.0, 2.0, 100_001), 10.0 ** rng.uniform(-300, 2.8, 10_000), [0.3465735902799726]])
+    e = np.concatenate([np.linspace(0.0, 1.0, 100_001), 10.0 ** rng.uniform(-300, 0, 10_001)])
+    out_expm1, out_log1p = np.empty_like(x), np.empty_like(e)
+    evaluate(out_expm1, out_log1p, x, e)
+    np.testing.assert_allclose(out_expm1, np.expm1(x), rtol=EXP_REL_TOL, atol=0.0)
+    np.testing.assert_allclose(out_log1p, np.log1p(e), rtol=EXP_REL_TOL, atol=0.0)
+    special = np.array([np.nan, -np.inf, 0.0])
+    evaluate(out_expm1[:3], out_log1p[:3], special, np.array([np.nan, 0.0, 1.0]))
+    assert np.isnan(out_expm1[0]) and out_expm1[1] == -1.0 and out_expm1[2] == 0.0
+    assert np.isnan(out_log1p[0]) and out_log1p[1] == 0.0 and out_log1p[2] == pytest.approx(np.log(2.0), rel=1e-16)
+
+
 def test_sigmoid_propagates_nan_and_saturates():
     z = np.array([[np.nan, np.inf, -np.inf, 745.0, -745.0]])
     h = np.empty_like(z)
