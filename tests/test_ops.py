@@ -7,6 +7,7 @@ weight initialisation, and the two activations added through the table (leaky_re
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -47,6 +48,27 @@ def test_every_entry_has_its_named_constant():
         assert sorted(constants) == sorted(prefix + name.upper() for name in table), prefix
         for name, op in table.items():
             assert op.code == constants[prefix + name.upper()]
+
+
+@pytest.mark.parametrize("rule", ops.OPTIMIZERS.values(), ids=lambda r: r.name)
+def test_update_rules_state_and_hyperparameters_are_the_optimizers(rule):
+    """make_optimizer takes each named hyperparameter; the optimizer keeps each named state list."""
+    assert set(rule.hyperparameters) <= set(inspect.signature(optim.make_optimizer).parameters)
+    opt = optim.make_optimizer(rule.name, engine="numpy")
+    theta, g = np.ones(3), np.full(3, 0.5)
+    opt.step([theta], [g], 0.1)
+    assert not np.array_equal(theta, np.ones(3))
+    for name in rule.state:
+        assert [a.shape for a in getattr(opt, name)] == [(3,)], name
+    for name in rule.hyperparameters:
+        assert isinstance(getattr(opt, name), float), name
+
+
+def test_activation_help_lists_each_formula_and_derivative():
+    lines = ops.activation_help().splitlines()
+    assert len(lines) == len(ops.ACTIVATIONS)
+    for line, op in zip(lines, ops.ACTIVATIONS.values(), strict=True):
+        assert line.startswith(op.name + ":") and op.formula in line and op.derivative in line
 
 
 @pytest.mark.parametrize("engine", nbmlp.ENGINES)
