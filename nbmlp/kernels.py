@@ -111,12 +111,12 @@ def tanh_backward(dz, dh, h):
 def relu_forward(h, z):
     r"""h_ik = max(z_ik, 0).
 
-    h, z: (n, d).
+    h, z: (n, d).  Written so that a NaN in z stays NaN in h (a diverging run stays visible).
     """
     n, d = z.shape
     for i in prange(n):
         for k in range(d):
-            h[i, k] = z[i, k] if z[i, k] > 0.0 else 0.0
+            h[i, k] = 0.0 if z[i, k] < 0.0 else z[i, k]
 
 
 @loop_kernel

@@ -562,7 +562,7 @@ def _relu_forward_flat(h, z):
         lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
         hc, zc = h[lo:hi], z[lo:hi]
         for m in range(zc.shape[0]):
-            hc[m] = zc[m] if zc[m] > 0.0 else 0.0
+            hc[m] = 0.0 if zc[m] < 0.0 else zc[m]  # NaN stays NaN
 
 
 @tuned_kernel

@@ -169,3 +169,21 @@ def test_softplus_trains_and_leaky_relu_trains():
         net = nbmlp.MLP((4, 8, 3), seed=0, activation=name, input_sigmoid=False, loss="cross_entropy")
         net.fit(X, T, epochs=200, lr=0.1)
         assert net.loss_history[-1] < 0.5 * net.loss_history[0], name
+
+
+@pytest.mark.parametrize("engine", nbmlp.ENGINES)
+@pytest.mark.parametrize("op", ACTIVATIONS_WITH_BACKWARD, ids=lambda op: op.name)
+def test_nan_and_infinity_go_through_as_in_numpy(op, engine):
+    """A diverging run must stay detectable: NaN and ±inf come out of every tier as out of the twin."""
+    z = np.array([[np.nan, np.inf, -np.inf, 800.0, -800.0]])
+    results = []
+    for ns in (nbmlp.get_engine(engine), reference):
+        h, dz = np.empty_like(z), np.empty_like(z)
+        with np.errstate(all="ignore"):
+            getattr(ns, op.forward)(h, z)
+            getattr(ns, op.backward)(dz, np.ones_like(z), h)
+        results.append((h, dz))
+    (h, dz), (h_ref, dz_ref) = results
+    np.testing.assert_allclose(h, h_ref, rtol=1e-15, equal_nan=True)
+    np.testing.assert_allclose(dz, dz_ref, rtol=1e-15, equal_nan=True)
+    assert np.isnan(h[0, 0])
