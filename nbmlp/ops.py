@@ -137,7 +137,11 @@ class Loss:
 
 @dataclass(frozen=True)
 class UpdateRule:
-    """One optimizer's update of a flat parameter theta (index m) from its gradient g."""
+    """One optimizer's update of a flat parameter theta (index m) from its gradient g.
+
+    Its kernel is called ``kernel(theta, *state, g, lr, *hyperparameters)``, with the
+    step number t appended when ``step_count``.
+    """
 
     name: str
     #: The compiled training loop's constant for it (``OPT_*``).
@@ -152,6 +156,8 @@ class UpdateRule:
     state: tuple = ()
     #: Names of its hyperparameters besides the learning rate (keywords of nbmlp.optim.make_optimizer).
     hyperparameters: tuple = ()
+    #: True when the kernel's last argument is the step number t >= 1 (bias correction).
+    step_count: bool = False
 
 
 def _table(*entries):
@@ -204,7 +210,7 @@ OPTIMIZERS = _table(
                state=("velocity",), hyperparameters=("momentum",)),
     UpdateRule("adam", OPT_ADAM, "adam_update", False,
                "m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;  θ ← θ − lr m̂ / (√v̂ + ε)",
-               state=("m1", "m2"), hyperparameters=("beta1", "beta2", "epsilon")),
+               state=("m1", "m2"), hyperparameters=("beta1", "beta2", "epsilon"), step_count=True),
 )
 
 #: The fully connected layer's kernels (one layer kind, in every tier).

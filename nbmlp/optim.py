@@ -271,6 +271,18 @@ def _check_unit_interval(value, name, *, closed_left=True):
     return value
 
 
+def _check_positive_finite(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+#: How each hyperparameter named by an update rule of the table is checked.
+HYPERPARAMETER_CHECKS = {"momentum": _check_unit_interval, "beta1": _check_unit_interval,
+                         "beta2": _check_unit_interval, "epsilon": _check_positive_finite}
+
+
 def make_optimizer(name: str, *, engine: str = "loops", momentum: float = 0.9, beta1: float = 0.9,
                    beta2: float = 0.999, epsilon: float = 1e-8, sgd_update=None) -> Optimizer:
     """Build an optimizer by name: ``"sgd"``, ``"momentum"``, ``"nesterov"`` or ``"adam"``.
@@ -279,14 +291,10 @@ def make_optimizer(name: str, *, engine: str = "loops", momentum: float = 0.9, b
     """
     if not isinstance(name, str) or name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    given = {"momentum": momentum, "beta1": beta1, "beta2": beta2, "epsilon": epsilon}
+    hyper = {h: HYPERPARAMETER_CHECKS[h](given[h], h) for h in ops.OPTIMIZERS[name].hyperparameters}
     if name == "sgd":
         return SGD(engine, sgd_update)
     if name in ("momentum", "nesterov"):
-        momentum = _check_unit_interval(momentum, "momentum")
-        return Momentum(momentum, nesterov=(name == "nesterov"), engine=engine, sgd_update=sgd_update)
-    beta1 = _check_unit_interval(beta1, "beta1")
-    beta2 = _check_unit_interval(beta2, "beta2")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating, np.integer)) \
-            or not (np.isfinite(epsilon) and epsilon > 0):
-        raise ValueError(f"epsilon must be a finite number > 0, got {epsilon!r}")
-    return Adam(beta1, beta2, float(epsilon), engine=engine, sgd_update=sgd_update)
+        return Momentum(hyper["momentum"], nesterov=(name == "nesterov"), engine=engine, sgd_update=sgd_update)
+    return Adam(hyper["beta1"], hyper["beta2"], hyper["epsilon"], engine=engine, sgd_update=sgd_update)
