@@ -162,21 +162,34 @@ def update_kernels(engine: str) -> SimpleNamespace:
 
 
 class Optimizer:
-    """Base class: ``step(params, grads, lr)`` updates every array of ``params`` in place.
+    """An update rule of the table (:data:`nbmlp.ops.OPTIMIZERS`) with its state: ``step(params, grads, lr)``.
 
     ``params`` and ``grads`` are equal-length lists of C-contiguous arrays
-    (``net.W + net.b`` and the matching gradients).  State arrays are created on
-    the first step, in the parameters' dtype, and kept for later steps (so
-    ``partial_fit`` continues where the last call stopped).
+    (``net.W + net.b`` and the matching gradients); every array is updated in
+    place through its flat view.  The rule's entry says everything the step
+    needs: its kernel, called as ``kernel(theta, *state, g, lr, *hyperparameters)``
+    (plus the step number t when ``step_count``), the names of its state lists
+    (attributes of the optimizer, one array per parameter, created at the first
+    step in the parameters' dtype and kept, so ``partial_fit`` continues where
+    the last call stopped) and of its hyperparameters (attributes too).
     """
 
     name = "base"
 
-    def __init__(self, engine: str = "loops", sgd_update=None):
+    def __init__(self, engine: str = "loops", sgd_update=None, **hyperparameters):
         self.engine = engine
         self._ops = update_kernels(engine)
         self._sgd_update = sgd_update
         self.t = 0  # number of steps taken
+        for h, value in hyperparameters.items():
+            setattr(self, h, float(value))
+        for s in self.rule.state:
+            setattr(self, s, [])
+
+    @property
+    def rule(self) -> ops.UpdateRule:
+        """This optimizer's entry of the table of operations."""
+        return ops.OPTIMIZERS[self.name]
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -201,17 +214,24 @@ class Optimizer:
         for index, (param, grad) in enumerate(zip(params, grads, strict=True)):
             self._update(index, param.reshape(-1), grad.reshape(-1), float(lr))
 
-    def _update(self, index, theta, g, lr):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _update(self, index, theta, g, lr):
+        rule = self.rule
+        if rule.engine_kernel:  # the engine's own kernel (plain SGD)
+            self._plain_step(theta, g, lr)
+            return
+        state = [getattr(self, s) for s in rule.state]
+        if state and index == len(state[0]):
+            for arrays in state:
+                arrays.append(np.zeros_like(theta))
+        getattr(self._ops, rule.kernel)(theta, *(arrays[index] for arrays in state), g, lr,
+                                        *(getattr(self, h) for h in rule.hyperparameters),
+                                        *((self.t,) if rule.step_count else ()))
 
 
 class SGD(Optimizer):
     """theta <- theta - lr g (:func:`nbmlp.kernels.sgd_update`)."""
 
     name = "sgd"
-
-    def _update(self, index, theta, g, lr):
-        self._plain_step(theta, g, lr)
 
 
 class Momentum(Optimizer):
@@ -220,19 +240,19 @@ class Momentum(Optimizer):
     name = "momentum"
 
     def __init__(self, momentum: float = 0.9, nesterov: bool = False, engine: str = "loops", sgd_update=None):
-        super().__init__(engine, sgd_update)
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
-        self.velocity: list = []
+        if nesterov:
+            self.name = "nesterov"
+        super().__init__(engine, sgd_update, momentum=momentum)
+
+    @property
+    def nesterov(self) -> bool:
+        return self.name == "nesterov"
 
     def _update(self, index, theta, g, lr):
         if self.momentum == 0.0:
             self._plain_step(theta, g, lr)
             return
-        if index == len(self.velocity):
-            self.velocity.append(np.zeros_like(theta))
-        kernel = getattr(self._ops, ops.OPTIMIZERS["nesterov" if self.nesterov else "momentum"].kernel)
-        kernel(theta, self.velocity[index], g, lr, self.momentum)
+        super()._update(index, theta, g, lr)
 
 
 class Adam(Optimizer):
@@ -242,17 +262,7 @@ class Adam(Optimizer):
 
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8, engine: str = "loops",
                  sgd_update=None):
-        super().__init__(engine, sgd_update)
-        self.beta1, self.beta2, self.epsilon = float(beta1), float(beta2), float(epsilon)
-        self.m1: list = []
-        self.m2: list = []
-
-    def _update(self, index, theta, g, lr):
-        if index == len(self.m1):
-            self.m1.append(np.zeros_like(theta))
-            self.m2.append(np.zeros_like(theta))
-        self._ops.adam_update(theta, self.m1[index], self.m2[index], g, lr, self.beta1, self.beta2,
-                              self.epsilon, self.t)
+        super().__init__(engine, sgd_update, beta1=beta1, beta2=beta2, epsilon=epsilon)
 
 
 #: Optimizer names, as accepted by nbmlp.training and ``--optimizer``: the update rules of
