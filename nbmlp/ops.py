@@ -12,7 +12,8 @@ what is true of each.  Everything else derives from it:
   :class:`nbmlp.MLP` (which activation may sit where, which loss needs which
   output, the weight initialisation);
 * ``nbmlp.optim.OPTIMIZERS``, :func:`nbmlp.optim.make_optimizer`'s choices and
-  ``nbmlp.optim.UPDATE_KERNEL_NAMES``;
+  hyperparameter checks, ``nbmlp.optim.UPDATE_KERNEL_NAMES`` and every
+  optimizer's step (which kernel, which state lists, which hyperparameters);
 * the compiled training loop, which branches on the named constants ``ACT_*``,
   ``LOSS_*`` and ``OPT_*`` (each entry's ``code``);
 * the CLI's and the estimators' choices (through ``nbmlp.ACTIVATIONS``,
@@ -22,7 +23,10 @@ what is true of each.  Everything else derives from it:
 
 Adding an activation therefore means: one entry below, its two loop kernels
 in :mod:`nbmlp.kernels`, their NumPy twins in :mod:`nbmlp.reference`, their
-tuned forms in :mod:`nbmlp.kernels_tuned`, and its derivation in the docs.
+tuned forms in :mod:`nbmlp.kernels_tuned`, its derivation in the docs -- and
+a branch on its ``code`` in the compiled training loop.  A constant of a
+formula (leaky_relu's slope, :data:`nbmlp.kernels.LEAKY_RELU_SLOPE`) lives
+beside the literal kernels that compile it in.
 
 Kernel names are plain strings so that this module imports nothing of nbmlp:
 every other module can read it without an import cycle.  Every backward kernel
@@ -161,9 +165,11 @@ class UpdateRule:
 
 
 def _table(*entries):
+    """A read-only name -> entry mapping; names and codes must be distinct."""
     names = [e.name for e in entries]
     codes = [e.code for e in entries]
-    assert len(set(names)) == len(names) and len(set(codes)) == len(codes), (names, codes)
+    if len(set(names)) != len(names) or len(set(codes)) != len(codes):
+        raise ValueError(f"duplicate name or code in the table of operations: {names}, {codes}")
     return MappingProxyType({e.name: e for e in entries})
 
 
