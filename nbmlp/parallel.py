@@ -17,9 +17,15 @@ The policy, in order:
    "Free" is measured from ``/proc/stat`` (idle time of the cores this process
    may run on, plus this process's own CPU time) over the last
    :data:`LOAD_SAMPLE_S` seconds; the check is a clock read between samples;
-3. in a child forked from a process that started GNU OpenMP, every call runs
+3. inside :func:`region`, Numba's thread count is lowered to the number of
+   free cores (on a machine with more than two cores, a busy neighbour takes one
+   core, not the whole parallel path);
+4. in a child forked from a process that started GNU OpenMP, every call runs
    serially (GNU OpenMP terminates a forked child that enters a parallel region);
-4. the user's own ``numba.set_num_threads(1)`` is respected.
+5. the user's own ``numba.set_num_threads(1)`` is respected.
+
+``NBMLP_PARALLEL=serial|parallel|auto`` or :func:`set_mode` overrides 1-2 (tests
+and benchmarks use it to time each path).
 
 The threading layer is chosen here, once, before anything is compiled:
 TBB when its library is installed (``pip install tbb``; fork-safe and
@@ -44,8 +50,11 @@ import time
 import numba
 
 #: Below this much work (multiply-adds for products, elements otherwise) a call
-#: runs the serial compilation: starting a parallel region costs microseconds.
-PARALLEL_MIN_WORK = 1 << 15
+#: runs the serial compilation: starting a parallel region costs microseconds
+#: (tens of them under TBB, which creates a task arena per region).  Provisional:
+#: measured on a shared 2-core machine; ``python bench/threads.py`` shows the
+#: serial/parallel crossover (docs/parallel.md).
+PARALLEL_MIN_WORK = 1 << 18
 
 #: Seconds between two readings of the cores' idle time (the busy check).
 LOAD_SAMPLE_S = 0.5
@@ -210,9 +219,42 @@ def parallel_disabled_reason():
 # --- the dispatcher -----------------------------------------------------------
 
 
+MODES = ("auto", "serial", "parallel")
+
+
+def _mode_from_env():
+    mode = os.environ.get("NBMLP_PARALLEL", "auto").strip().lower() or "auto"
+    if mode not in MODES:
+        print(f"nbmlp: NBMLP_PARALLEL must be one of {', '.join(MODES)}, got {mode!r}; using auto", file=sys.stderr)
+        return "auto"
+    return mode
+
+
+_mode = _mode_from_env()
+
+
+def set_mode(mode: str) -> str:
+    """Set the policy and return the previous one.
+
+    ``"auto"`` (the default, or ``NBMLP_PARALLEL``): the rules above;
+    ``"serial"``: every call serial; ``"parallel"``: every call parallel, whatever
+    its size and the machine's load (for tests and benchmarks of the parallel
+    code; a child forked from GNU OpenMP still runs serially).
+    """
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"parallel mode must be one of {', '.join(MODES)}, got {mode!r}")
+    previous, _mode = _mode, mode
+    return previous
+
+
 def use_parallel(work: int) -> bool:
     """True when a call of ``work`` multiply-adds (or elements) should run in parallel now."""
-    if work < PARALLEL_MIN_WORK or _disabled_reason is not None:
+    if _disabled_reason is not None:
+        return False
+    if _mode != "auto":
+        return _mode == "parallel"
+    if work < PARALLEL_MIN_WORK:
         return False
     return _load.free_cores() >= 1.5 and numba.get_num_threads() > 1
 
@@ -226,23 +268,57 @@ _lock = threading.RLock()
 _needs_lock = None
 
 
+class _Region:
+    """Lock (where the layer needs one) and cap Numba's threads at the free cores, for one parallel call."""
+
+    __slots__ = ("locked", "restore")
+
+    def __init__(self, locked):
+        self.locked = locked
+        self.restore = 0
+
+    def __enter__(self):
+        if self.locked:
+            _lock.acquire()
+        free = int(_load.free_cores() + 0.5)
+        threads = numba.get_num_threads()
+        if 2 <= free < threads:  # a thread beyond the free cores would hold up every region's barrier
+            numba.set_num_threads(free)
+            self.restore = threads
+        return self
+
+    def __exit__(self, *exc):
+        if self.restore:
+            numba.set_num_threads(self.restore)
+        if self.locked:
+            _lock.release()
+        return False
+
+
 def region():
-    """Context for a call of parallel compiled code: a lock where the threading layer needs one."""
+    """Context for one call of parallel compiled code.
+
+    A lock where the threading layer is not thread-safe (workqueue); and, when
+    some cores are busy with other work, Numba's thread count lowered to the
+    cores that are free (restored on exit).
+    """
     global _needs_lock
     if _needs_lock is None:
         _needs_lock = threading_layer() not in THREAD_SAFE_LAYERS
-    return _lock if _needs_lock else contextlib.nullcontext()
+    return _Region(_needs_lock)
 
 
 __all__ = [
     "LAYER_PRIORITY",
     "LOAD_SAMPLE_S",
+    "MODES",
     "PARALLEL_MIN_WORK",
     "THREAD_SAFE_LAYERS",
     "free_cores",
     "parallel_disabled_reason",
     "pick",
     "region",
+    "set_mode",
     "threading_layer",
     "use_parallel",
 ]

@@ -95,9 +95,9 @@ def _layer_available(layer):
 LAYERS = [layer for layer in ("tbb", "omp", "workqueue") if _layer_available(layer)]
 
 
-def _run(script, layer=None, timeout=300):
+def _run(script, layer=None, timeout=300, env=None):
     """Run ``script`` in a fresh interpreter (optionally under ``layer``); return its stdout."""
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if layer is not None:
         env["NUMBA_THREADING_LAYER"] = layer
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env, cwd=ROOT, capture_output=True,
@@ -245,9 +245,8 @@ def test_many_threads_compute_gradients_concurrently():
 
 def test_region_is_a_lock_only_where_the_layer_needs_one():
     script = """
-    import nbmlp.parallel as p, contextlib
-    r = p.region()
-    print(p.threading_layer(), not isinstance(r, contextlib.nullcontext))
+    import nbmlp.parallel as p
+    print(p.threading_layer(), p.region().locked)
     """
     for layer in LAYERS:
         got_layer, locks = _run(script, layer=layer).split()
@@ -266,3 +265,48 @@ def test_pick_respects_threshold_and_serial_request():
         assert parallel.pick(f, 1 << 40) is f.serial
     finally:
         numba.set_num_threads(threads)
+
+
+def test_region_caps_threads_at_the_free_cores():
+    out = _run("""
+    import os, numba
+    import nbmlp.parallel as p
+    p._load.free_cores = lambda: 2.2       # as if 2 of this machine's cores were free
+    assert numba.get_num_threads() == 4
+    with p.region():
+        inside = numba.get_num_threads()
+    print(inside, numba.get_num_threads())
+    """, env={"NUMBA_NUM_THREADS": "4"})
+    assert out.split() == ["2", "4"]
+
+
+def test_set_mode_forces_either_path():
+    f = _gradients
+    f.serial = object()
+    previous = parallel.set_mode("parallel")
+    try:
+        assert parallel.pick(f, 1) is f
+        parallel.set_mode("serial")
+        assert parallel.pick(f, 1 << 40) is f.serial
+        with pytest.raises(ValueError, match="parallel mode"):
+            parallel.set_mode("fast")
+    finally:
+        parallel.set_mode(previous)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the busy check reads /proc/stat (Linux)")
+def test_busy_neighbour_makes_calls_serial():
+    """Beside a CPU-bound process on a machine whose cores are all taken, pick chooses the serial code."""
+    out = _run("""
+    import os, subprocess, sys, time
+    import nbmlp.parallel as p
+    cpus = len(os.sched_getaffinity(0))
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
+    try:
+        time.sleep(3 * p.LOAD_SAMPLE_S)
+        p.free_cores(); time.sleep(p.LOAD_SAMPLE_S + 0.2)
+        print(p.free_cores() < 1.5, p.use_parallel(1 << 40))
+    finally:
+        for b in busy: b.kill()
+    """)
+    assert out.split() == ["True", "False"]
