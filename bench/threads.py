@@ -123,12 +123,14 @@ def _worker(args):
             prepared.append(((name, n, width), variants))
 
     results = []
+    free = {}
     busy = None
     try:
         for condition in ("quiet", "busy"):
             if condition == "busy":
                 busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
                 time.sleep(2 * parallel.LOAD_SAMPLE_S + 0.5)  # let the busy check see it
+            free[condition] = parallel.free_cores()
             for key, variants in prepared:
                 times = {v: [] for v in variants}
                 for _ in range(args.repeats):  # round-robin, so noise falls on all alike
@@ -144,7 +146,7 @@ def _worker(args):
             busy.wait()
     out = {"layer": parallel.threading_layer(), "threads": __import__("numba").get_num_threads(),
            "env": {k: os.environ.get(k) for k in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY")},
-           "results": results}
+           "free_cores": free, "results": results}
     json.dump(out, sys.stdout)
 
 
@@ -169,8 +171,9 @@ def _fmt_us(s):
 def _table(layer_runs):
     lines = []
     for run in layer_runs:
-        lines.append(f"\n## layer {run['name']} (numba reports {run['layer']}, {run['threads']} threads), "
-                     "µs per call, median [min-max]")
+        free = ", ".join(f"{k} {v:.2f}" for k, v in run.get("free_cores", {}).items())
+        lines.append(f"\n## layer {run['name']} (numba reports {run['layer']}, {run['threads']} threads; "
+                     f"free cores seen: {free}), µs per call, median")
         lines.append(f"{'kernel':24} {'n':>5} {'width':>5} | {'cond':5} | {'serial':>9} {'parallel':>9} "
                      f"{'auto':>9} | auto/best  busy/quiet(auto)")
         by = {}

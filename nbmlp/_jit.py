@@ -98,7 +98,8 @@ def _renamed_copy(py_func: types.FunctionType, suffix: str) -> types.FunctionTyp
 # --- the cache ----------------------------------------------------------------
 
 
-def _package_sources():
+def package_sources():
+    """Every ``.py`` file of nbmlp, in a fixed order."""
     for folder, dirs, files in os.walk(PACKAGE_DIR):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
@@ -110,7 +111,7 @@ def _package_sources():
 def package_stamp() -> str:
     """SHA-256 of every ``.py`` file of nbmlp (paths and contents), computed once per process."""
     digest = hashlib.sha256()
-    for path in _package_sources():
+    for path in package_sources():
         digest.update(os.path.relpath(path, PACKAGE_DIR).encode())
         with open(path, "rb") as f:
             digest.update(hashlib.sha256(f.read()).digest())
@@ -339,6 +340,7 @@ __all__ = [
     "jit",
     "loop_kernel",
     "notice",
+    "package_sources",
     "package_stamp",
     "renamed_code",
     "scalar_helper",

@@ -143,7 +143,7 @@ def test_locators_only_serve_nbmlp_files(tmp_path):
 def test_package_stamp_covers_every_module():
     stamp = _jit.package_stamp()
     assert len(stamp) == 64
-    names = {os.path.relpath(p, _jit.PACKAGE_DIR) for p in _jit._package_sources()}
+    names = {os.path.relpath(p, _jit.PACKAGE_DIR) for p in _jit.package_sources()}
     assert {"kernels.py", "_jit.py", "parallel.py", "__init__.py"} <= names
 
 
