@@ -308,12 +308,24 @@ def region():
     return _Region(_needs_lock)
 
 
+def call(compiled, work: int, *args):
+    """Run ``compiled(*args)`` in parallel inside :func:`region`, or ``compiled.serial(*args)``, as :func:`pick` says.
+
+    The one-line form for Python callers; a serial call pays only the decision (~1 µs), not the region.
+    """
+    if use_parallel(work):
+        with region():
+            return compiled(*args)
+    return compiled.serial(*args)
+
+
 __all__ = [
     "LAYER_PRIORITY",
     "LOAD_SAMPLE_S",
     "MODES",
     "PARALLEL_MIN_WORK",
     "THREAD_SAFE_LAYERS",
+    "call",
     "free_cores",
     "parallel_disabled_reason",
     "pick",

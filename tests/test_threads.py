@@ -310,3 +310,22 @@ def test_busy_neighbour_makes_calls_serial():
         for b in busy: b.kill()
     """)
     assert out.split() == ["True", "False"]
+
+
+def test_call_runs_the_chosen_compilation():
+    calls = []
+
+    def compiled(*args):
+        calls.append(("parallel", args))
+
+    compiled.serial = lambda *args: calls.append(("serial", args))
+    previous = parallel.set_mode("parallel")
+    try:
+        parallel.call(compiled, 1, "a", "b")
+        parallel.set_mode("serial")
+        parallel.call(compiled, 1 << 40, "c")
+        parallel.set_mode("auto")
+        parallel.call(compiled, 0, "d")
+    finally:
+        parallel.set_mode(previous)
+    assert calls == [("parallel", ("a", "b")), ("serial", ("c",)), ("serial", ("d",))]
