@@ -174,7 +174,7 @@ def _table(layer_runs):
         free = ", ".join(f"{k} {v:.2f}" for k, v in run.get("free_cores", {}).items())
         lines.append(f"\n## layer {run['name']} (numba reports {run['layer']}, {run['threads']} threads; "
                      f"free cores seen: {free}), µs per call, median")
-        lines.append(f"{'kernel':24} {'n':>5} {'width':>5} | {'cond':5} | {'serial':>9} {'parallel':>9} "
+        lines.append(f"{'kernel':24} {'n':>5} {'width':>5} {'work':>10} | {'cond':5} | {'serial':>9} {'parallel':>9} "
                      f"{'auto':>9} | auto/best  busy/quiet(auto)")
         by = {}
         for r in run["results"]:
@@ -186,7 +186,8 @@ def _table(layer_runs):
                 s, p, a = (by[(*k, cond, v)]["median_s"] for v in ("serial", "parallel", "auto"))
                 ratio = a / min(s, p)
                 bq = a / by[(*k, "quiet", "auto")]["median_s"] if cond == "busy" else None
-                lines.append(f"{k[0]:24} {k[1]:5} {k[2]:5} | {cond:5} | {_fmt_us(s)} {_fmt_us(p)} {_fmt_us(a)} | "
+                lines.append(f"{k[0]:24} {k[1]:5} {k[2]:5} {k[1] * k[2] * k[2]:10} | {cond:5} | "
+                             f"{_fmt_us(s)} {_fmt_us(p)} {_fmt_us(a)} | "
                              f"{ratio:8.2f}  {'' if bq is None else f'{bq:8.2f}'}")
     return "\n".join(lines)
 
