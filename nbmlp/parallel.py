@@ -12,8 +12,9 @@ The policy, in order:
    serially: starting a parallel region costs microseconds;
 2. a call runs serially when fewer than two cores are free for this process:
    beside a CPU-bound process a parallel region waits, at its closing barrier,
-   for a thread that the kernel has descheduled for a whole time slice
-   (milliseconds), so one busy neighbour made a 36 µs call take 7.8 ms.
+   for a thread that the operating system has descheduled for a time slice
+   (milliseconds): under GNU OpenMP one busy neighbour made a 36 µs call take
+   7.8 ms.
    "Free" is measured from ``/proc/stat`` (idle time of the cores this process
    may run on, plus this process's own CPU time) over the last
    :data:`LOAD_SAMPLE_S` seconds; the check is a clock read between samples;
@@ -116,8 +117,8 @@ def _configure_layer() -> None:
     """Choose the threading layer before the first parallel compile (a user's env vars win)."""
     if _layer_initialised():
         return
-    if "NUMBA_THREADING_LAYER" not in os.environ or os.environ["NUMBA_THREADING_LAYER"] in ("tbb", "default", "safe",
-                                                                                           "threadsafe", "forksafe"):
+    requested = os.environ.get("NUMBA_THREADING_LAYER", "default").strip().lower()
+    if requested in ("default", "tbb", "safe", "threadsafe", "forksafe"):
         _preload_tbb()
     if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
         numba.config.THREADING_LAYER_PRIORITY = list(LAYER_PRIORITY)
