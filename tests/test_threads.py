@@ -216,8 +216,18 @@ def test_many_threads_call_parallel_kernels_concurrently(layer):
     assert out.strip() == "320 True []"
 
 
-def test_many_threads_compute_gradients_concurrently():
-    """MLP.gradients from 8 threads at once equals a serial run (default layer)."""
+#: engines.py's dispatcher calls parallel kernels without parallel.region(), so under
+#: workqueue concurrent gradients abort the process until it does (owner: ops).
+GRADIENT_LAYERS = [
+    pytest.param(layer, marks=pytest.mark.xfail(strict=True, reason="engines dispatch without parallel.region"))
+    if layer not in parallel.THREAD_SAFE_LAYERS else layer
+    for layer in LAYERS
+]
+
+
+@pytest.mark.parametrize("layer", GRADIENT_LAYERS)
+def test_many_threads_compute_gradients_concurrently(layer):
+    """MLP.gradients from 8 threads at once, every kernel forced parallel, equals a serial run."""
     out = _run("""
     import threading, numpy as np
     from nbmlp import MLP
@@ -239,7 +249,7 @@ def test_many_threads_compute_gradients_concurrently():
     for t in threads: t.start()
     for t in threads: t.join()
     print(len(bad), any(bad), errors)
-    """)
+    """, layer=layer, env={"NBMLP_PARALLEL": "parallel"})
     assert out.strip() == "160 False []"
 
 
