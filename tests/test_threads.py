@@ -304,7 +304,19 @@ def test_set_mode_forces_either_path():
         parallel.set_mode(previous)
 
 
+def _cpu_quota():
+    """CPUs allowed by a cgroup v2 quota, or None."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the busy check reads /proc/stat (Linux)")
+@pytest.mark.skipif((_cpu_quota() or 1e9) < len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else True,
+                    reason="a cgroup CPU quota below the visible cores: /proc/stat does not show this container's load")
 def test_busy_neighbour_makes_calls_serial():
     """Beside a CPU-bound process on a machine whose cores are all taken, pick chooses the serial code."""
     out = _run("""
