@@ -108,3 +108,23 @@ def check_parameters(net) -> None:
 
     Raises ValueError / TypeError naming the parameter and the expected shape.
     """
+
+
+def check_sample_weight(sample_weight, n: int) -> np.ndarray | None:
+    """``sample_weight``: None, or n finite weights >= 0 with a positive sum; returned as float64 (n,)."""
+    if sample_weight is None:
+        return None
+    try:
+        w = np.asarray(sample_weight)
+    except Exception as exc:
+        raise TypeError(f"sample_weight must be array-like with a numeric dtype: {exc}") from exc
+    if w.dtype.kind not in "iuf":
+        raise TypeError(f"sample_weight must have a real numeric dtype, got dtype {w.dtype}")
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},) to match X, got shape {w.shape}")
+    w = np.array(w, dtype=np.float64, copy=True)
+    if not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
+        raise ValueError("sample_weight must hold finite values >= 0 with a positive sum")
+    return w
