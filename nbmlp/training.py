@@ -50,6 +50,7 @@ import threading
 import numpy as np
 
 from . import compiled as engine
+from . import fused
 from .compiled import ADAPTIVE_FACTOR, ADAPTIVE_MIN_LR, SUM_LOSSES
 from .optim import OPTIMIZERS, make_optimizer, update_kernels
 from .validation import (
@@ -434,7 +435,9 @@ class Trainer:
         #: the (X_val, T_val) used by the last run, or None
         self.last_validation_data = validation
         try:
-            if self.compiled:
+            if self.compiled and self._plain_full_batch(X.shape[0], w, validation):
+                self._run_fused(X, T, epochs)
+            elif self.compiled:
                 self._run_compiled(X, T, w, validation, epochs)
             else:
                 self._run_python(X, T, w, validation, epochs)
@@ -452,6 +455,67 @@ class Trainer:
         if batch >= n:
             return None
         return self.rng.permutation(n) if self.shuffle else np.arange(n)
+
+    def _plain_full_batch(self, n, w, validation) -> bool:
+        """True for the note's training -- full-batch plain gradient descent, nothing between epochs -- on a
+        small net: :mod:`nbmlp.fused` runs it with the samples along the vectors."""
+        return (self.optimizer_name == "sgd" and (self.batch_size is None or self.batch_size >= n)
+                and self.weight_decay == 0.0 and self.lr_schedule == "constant" and validation is None
+                and self.n_iter_no_change is None and w is None and self.history == "epoch"
+                and fused.supports(self.net) and fused.forward_work(self.net, n) <= fused.SMALL_MAX_WORK)
+
+    def _run_fused(self, X, T, epochs):
+        net = self.net
+        n = X.shape[0]
+        timer = engine.StepTimer()
+        interrupt = _DeferredInterrupt()
+        done = 0
+        try:
+            while done < epochs:
+                k = min(epochs - done, timer.next_steps())
+                before = [p.copy() for p in net.W + net.b]
+                timer.start()
+                try:
+                    losses = fused.fit_full_batch(net, X, T, k, self.lr)
+                except FloatingPointError as err:  # fused put its finite losses on the net already
+                    recorded = err.losses.tolist()
+                    self.loss_history.extend(recorded)
+                    self._advance(recorded, n)
+                    raise self._non_finite(np.nan, self.lr) from None
+                timer.stop(k)
+                interrupt.install()
+                if not all(np.isfinite(p).all() for p in net.W + net.b):  # the last update overflowed:
+                    for p, saved in zip(net.W + net.b, before, strict=True):  # redo the chunk without it
+                        p[...] = saved
+                    if k > 1:
+                        fused.fit_full_batch(net, X, T, k - 1, self.lr)
+                    recorded = losses.tolist()
+                    self.loss_history.extend(recorded)
+                    net.loss_history.extend(recorded)
+                    self._advance(recorded, n)
+                    raise self._non_finite("finite", self.lr)
+                recorded = losses.tolist()
+                self.loss_history.extend(recorded)
+                net.loss_history.extend(recorded)
+                self._advance(recorded, n)
+                done += k
+                if interrupt.hit:
+                    raise KeyboardInterrupt
+        finally:
+            interrupt.uninstall()
+        self.used_compiled_loop = True
+
+    def _advance(self, recorded, n):
+        """Count the epochs of ``recorded`` (one plain step each) and call the callback for them."""
+        first = self.epochs_run + 1
+        self.epochs_run += len(recorded)
+        self.samples_seen += len(recorded) * n
+        self.optimizer.t += len(recorded)
+        if recorded:
+            self.best_loss = min(self.best_loss, min(recorded))
+        if self.callback is not None:
+            for e, loss in enumerate(recorded):
+                self.callback(first + e, loss)
 
     def _run_compiled(self, X, T, w, validation, epochs):
         net = self.net
@@ -472,8 +536,10 @@ class Trainer:
             patience=self.n_iter_no_change, tol=self.tol, adaptive=self.lr_schedule == "adaptive",
             rule_in_driver=not python_score, s1=s1, s2=s2)
         if self._best_params is not None and self.early_stopping:
-            for buf, best in zip(run.best, self._best_params, strict=True):
-                buf[...] = best.reshape(-1)
+            L = net.n_layers
+            for l in range(L):
+                run.best[2 * l][...] = self._best_params[l].reshape(-1)
+                run.best[2 * l + 1][...] = self._best_params[L + l]
         self.used_compiled_loop = True
         fstate, istate = self._stop_state()
         timer = engine.StepTimer()
@@ -484,17 +550,20 @@ class Trainer:
             while done < epochs:
                 steps = timer.next_steps()
                 n_epochs = 1 if python_score else min(epochs - done, max(1, -(-steps // per_epoch)))
-                rows, rng_states = [], []
                 state_before = self.rng.bit_generator.state
-                for e in range(n_epochs):
-                    if e == 0 and pending is not None:
-                        rows.append(pending)
-                    else:
-                        order = self._draw_order(n, batch)
-                        rows.append(np.zeros(1, np.int64) if order is None else order.astype(np.int64))
-                    rng_states.append(self.rng.bit_generator.state)
-                perms = np.stack(rows)
-                lrs = np.array([self._lr_for_epoch(self.epochs_run + 1 + e) for e in range(n_epochs)], np.float64)
+                if batch >= n:  # full batch: nothing is drawn
+                    perms, rng_states = np.zeros((n_epochs, 1), np.int64), None
+                else:
+                    rows, rng_states = [], []
+                    for e in range(n_epochs):
+                        rows.append(pending if e == 0 and pending is not None
+                                    else self._draw_order(n, batch).astype(np.int64))
+                        rng_states.append(self.rng.bit_generator.state)
+                    perms = np.stack(rows)
+                if self.lr_schedule in ("constant", "adaptive"):
+                    lrs = np.full(n_epochs, self.lr, np.float64)
+                else:
+                    lrs = np.array([self._lr_for_epoch(self.epochs_run + 1 + e) for e in range(n_epochs)])
                 losses = np.zeros(n_epochs, np.float64)
                 vlosses = np.zeros(n_epochs, np.float64)
                 step0 = int(istate[engine.I_STEP])
@@ -504,10 +573,20 @@ class Trainer:
                 interrupt.install()  # after the first chunk: compiling stays interruptible
                 pending = perms[finished] if istate[engine.I_POS] > 0 else None
                 used = finished + (pending is not None)
-                if used < n_epochs:  # give back the draws of the epochs not started
+                if rng_states is not None and used < n_epochs:  # give back the draws of the epochs not started
                     self.rng.bit_generator.state = rng_states[used - 1] if used > 0 else state_before
                 self._take_stop_state(fstate, istate)
-                for e in range(finished):
+                if validation is None and self.history == "epoch":  # the common case, without a loop
+                    recorded = losses[:finished].tolist()
+                    self.loss_history.extend(recorded)
+                    net.loss_history.extend(recorded)
+                    first = self.epochs_run + 1
+                    self.epochs_run += finished
+                    self.samples_seen += finished * n
+                    if self.callback is not None:
+                        for e, loss in enumerate(recorded):
+                            self.callback(first + e, loss)
+                for e in range(finished if validation is not None or self.history != "epoch" else 0):
                     epoch = self.epochs_run + 1
                     self.epochs_run = epoch
                     self.samples_seen += n
@@ -530,8 +609,9 @@ class Trainer:
                         self.callback(epoch, float(losses[e]))
                 done += finished
                 if istate[engine.I_HAVE_BEST]:
-                    self._best_params = [b.reshape(p.shape).copy()
-                                         for b, p in zip(run.best, net.W + net.b, strict=True)]
+                    L = net.n_layers
+                    self._best_params = ([run.best[2 * l].reshape(net.W[l].shape).copy() for l in range(L)]
+                                         + [run.best[2 * l + 1].copy() for l in range(L)])
                 status = istate[engine.I_STATUS]
                 if status == engine.NON_FINITE:
                     raise self._non_finite(fstate[engine.F_EPOCH_LOSS], lrs[min(finished, n_epochs - 1)])
