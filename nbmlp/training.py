@@ -303,24 +303,33 @@ class Trainer:
         return self.optimizer.t
 
     def _param_sizes(self):
+        """Sizes of the parameters in the flat layout W_1, b_1, W_2, b_2, ... of the state vectors."""
         return [a.size for W, b in zip(self.net.W, self.net.b, strict=True) for a in (W, b)]
 
     def _moments(self):
-        """The optimizer's state as flat vectors in the parameter layout W_1, b_1, W_2, ... (zeros if new)."""
-        opt, total = self.optimizer, sum(self._param_sizes())
+        """The optimizer's state as flat vectors in the layout W_1, b_1, W_2, ... (zeros if not started).
+
+        The Python optimizer keeps one array per parameter in the order of ``net.W + net.b``.
+        """
+        opt, total, L = self.optimizer, sum(self._param_sizes()), self.net.n_layers
         lists = {"velocity": getattr(opt, "velocity", None), "first_moment": getattr(opt, "m1", None),
                  "second_moment": getattr(opt, "m2", None)}
         out = []
         for name in STATE_ARRAYS[self.optimizer_name]:
             parts = lists[name]
-            out.append(np.concatenate(parts).astype(self.net.dtype) if parts else np.zeros(total, self.net.dtype))
+            if parts and len(parts) == 2 * L:
+                out.append(np.concatenate([a.reshape(-1) for l in range(L) for a in (parts[l], parts[L + l])]
+                                          ).astype(self.net.dtype))
+            else:
+                out.append(np.zeros(total, self.net.dtype))
         return out
 
     def _set_moments(self, vectors):
-        opt = self.optimizer
+        opt, L = self.optimizer, self.net.n_layers
         offsets = np.cumsum([0] + self._param_sizes())
         for name, flat in zip(STATE_ARRAYS[self.optimizer_name], vectors, strict=True):
-            parts = [np.array(flat[a:b], dtype=self.net.dtype) for a, b in zip(offsets[:-1], offsets[1:])]
+            pieces = [np.array(flat[a:b], dtype=self.net.dtype) for a, b in zip(offsets[:-1], offsets[1:])]
+            parts = [pieces[2 * l] for l in range(L)] + [pieces[2 * l + 1] for l in range(L)]
             setattr(opt, {"velocity": "velocity", "first_moment": "m1", "second_moment": "m2"}[name], parts)
 
     def _load_state(self):
