@@ -43,8 +43,10 @@ serial compiled call per chunk, with no parallel region per kernel.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+import threading
 import time
 
 import numpy as np
@@ -514,13 +516,27 @@ def compile_notice(config: str) -> None:
     print(f"nbmlp: compiling the training loop for {config} (first run only) ...", file=sys.stderr, flush=True)
 
 
-def is_compiled(dtype) -> bool:
-    """True when :func:`train_steps` already has machine code for ``dtype`` in this process."""
-    return any(str(sig[0]).find(np.dtype(dtype).name) >= 0 for sig in train_steps.signatures)
+#: Seconds a first call may take before the compile notice is printed.
+NOTICE_AFTER = 1.0
+
+_STARTED = set()
 
 
-def _flat_views(arrays):
-    return tuple(a.reshape(-1) for a in arrays)
+@contextlib.contextmanager
+def compile_watch(key, config: str):
+    """Around the first call of a configuration in this process: if it has not returned after
+    :data:`NOTICE_AFTER` seconds (compiling, not loading from the cache), print :func:`compile_notice`."""
+    if key in _STARTED:
+        yield
+        return
+    timer = threading.Timer(NOTICE_AFTER, compile_notice, [config])
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        _STARTED.add(key)
 
 
 class CompiledRun:
@@ -601,16 +617,14 @@ class CompiledRun:
 
     def chunk(self, perms, lrs, fstate, istate, losses, vlosses, max_steps) -> int:
         """Run compiled steps (see :func:`train_steps`); returns the number of epochs finished."""
-        if not is_compiled(self.net.dtype):
-            compile_notice(f"{self.net.dtype.name}, {len(self.Ws)} layer(s)")
-        args = (self.Ws, self.bs, self.params[0::2], self.params, self.grads, self.dWs, self.dbs, self.s1, self.s2, self.snapshot,
-                self.best, self.zs, self.hs, self.gs, self.vzs, self.vhs, self.H0, self.T, self.w, self.Hb,
-                self.Tb, self.wb, self.Hv, self.Tv, self.wv, perms, lrs, self.acts, self.icfg, self.fcfg,
+        args = (self.Ws, self.bs, self.params[0::2], self.params, self.grads, self.dWs, self.dbs, self.s1, self.s2,
+                self.snapshot, self.best, self.zs, self.hs, self.gs, self.vzs, self.vhs, self.H0, self.T, self.w,
+                self.Hb, self.Tb, self.wb, self.Hv, self.Tv, self.wv, perms, lrs, self.acts, self.icfg, self.fcfg,
                 fstate, istate, losses, vlosses, int(max_steps), *self.mm, self.ws)
-        if self.parallel:
-            with parallel.region():
-                return int(train_steps(*args))
-        return int(train_steps(*args))
+        key = ("train_steps", self.net.dtype.name, len(self.Ws), self.parallel)
+        config = f"{self.net.dtype.name}, {len(self.Ws)} layer(s), {'parallel' if self.parallel else 'serial'}"
+        with compile_watch(key, config), (parallel.region() if self.parallel else contextlib.nullcontext()):
+            return int(train_steps(*args))
 
     def restore_snapshot(self) -> None:
         """Put back the parameters from before the last update."""
@@ -657,5 +671,5 @@ __all__ = [
     "ACT_IDENTITY", "ACT_LEAKY_RELU", "ACT_RELU", "ACT_SIGMOID", "ACT_SOFTMAX", "ACT_SOFTPLUS", "ACT_TANH",
     "ADAPTIVE_FACTOR", "ADAPTIVE_MIN_LR", "CHUNK_SECONDS", "KINDS", "LEAKY_SLOPE", "LOSS_CROSS_ENTROPY",
     "LOSS_HALF_SSE", "LOSS_MSE", "OPT_ADAM", "OPT_MOMENTUM", "OPT_NESTEROV", "OPT_SGD", "SUM_LOSSES",
-    "CompiledRun", "StepTimer", "end_of_epoch", "train_steps",
+    "CompiledRun", "StepTimer", "compile_notice", "compile_watch", "end_of_epoch", "train_steps",
 ]

@@ -484,7 +484,7 @@ def _non_finite(net, epoch, loss, lr, losses):
     return err
 
 
-def _fit_small(net, X, T, epochs, lr, callback):
+def fit_small(net, X, T, epochs, lr, callback):
     n = X.shape[0]
     N = padded(n)
     if net.input_sigmoid:
@@ -528,7 +528,7 @@ def kernel_pass(ops, net, h0, T):
     reference, so a caller may refill it between passes.  Returns a namespace:
     ``step()`` runs the pass and returns the loss, leaving ∂L/∂W_l, ∂L/∂b_l in
     ``grads`` -- flat views, in the order of ``params``, the flat views of
-    ``net.W + net.b`` that an update rule writes.  Shared by :func:`_fit_kernels`
+    ``net.W + net.b`` that an update rule writes.  Shared by :func:`fit_kernels`
     and the benchmark's per-engine epoch (``nbmlp.benchmark.engine_epoch``).
     """
     from .network import ACTIVATIONS, LOSSES
@@ -569,7 +569,7 @@ def kernel_pass(ops, net, h0, T):
                            grads=[a.reshape(-1) for a in dW + db])
 
 
-def _fit_kernels(net, X, T, epochs, lr, callback):
+def fit_kernels(net, X, T, epochs, lr, callback):
     """The epoch loop in Python over the tuned kernels; buffers allocated once, σ(X) computed once."""
     ops = tuned
     if net.input_sigmoid:
@@ -617,5 +617,5 @@ def fit_full_batch(net, X, T, epochs: int, lr: float, *, callback=None) -> np.nd
     epochs = int(epochs)
     lr = float(lr)
     if forward_work(net, X.shape[0]) <= SMALL_MAX_WORK:
-        return _fit_small(net, X, T, epochs, lr, callback)
-    return _fit_kernels(net, X, T, epochs, lr, callback)
+        return fit_small(net, X, T, epochs, lr, callback)
+    return fit_kernels(net, X, T, epochs, lr, callback)

@@ -40,7 +40,6 @@ and optimizer state are those after the last finished step).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import numbers
@@ -51,10 +50,9 @@ import numpy as np
 
 from . import compiled as engine
 from . import fused
-from .compiled import ADAPTIVE_FACTOR, ADAPTIVE_MIN_LR, SUM_LOSSES
+from .compiled import SUM_LOSSES
 from .optim import OPTIMIZERS, make_optimizer, update_kernels
 from .validation import (
-    check_matrix,
     check_nonnegative_float,
     check_positive_float,
     check_positive_int,
@@ -485,7 +483,9 @@ class Trainer:
                 before = [p.copy() for p in net.W + net.b]
                 timer.start()
                 try:
-                    losses = fused.fit_full_batch(net, X, T, k, self.lr)
+                    with engine.compile_watch(("fused", net.dtype.name, net.n_layers), f"{net.dtype.name}, "
+                                              f"{net.n_layers} layer(s), full batch"):
+                        losses = fused.fit_full_batch(net, X, T, k, self.lr)
                 except FloatingPointError as err:  # fused put its finite losses on the net already
                     recorded = err.losses.tolist()
                     self.loss_history.extend(recorded)
