@@ -33,12 +33,13 @@ With all weights 1 these are exactly the unweighted losses.  An epoch's mean
 loss weighs each batch by its share of Σ w (the batch's share of the rows
 when unweighted).
 
-**Serial or parallel** is decided once per run by
-:func:`nbmlp.parallel.pick` from the work of one step: the three matrix
-products of each layer are :mod:`nbmlp.products` functions, passed into the
-driver as arguments (their parallel or ``.serial`` compilation); every other
-loop of the driver is serial.  Mini-batch and small work therefore run one
-serial compiled call per chunk, with no parallel region per kernel.
+**Serial or parallel** is decided once per run: the three matrix products of
+each layer are :mod:`nbmlp.products` functions, passed into the driver as
+arguments (their parallel or ``.serial`` compilation, chosen by
+:func:`nbmlp.parallel.pick`); every other loop of the driver is serial.
+Mini-batch runs are always serial -- one compiled call per chunk, no parallel
+region per kernel -- and full-batch runs ask :func:`nbmlp.parallel.pick`
+with the work of one step.
 """
 
 from __future__ import annotations
@@ -604,12 +605,17 @@ class CompiledRun:
                               net.loss_name in SUM_LOSSES], dtype=np.int64)
         self.fcfg = np.array([momentum, beta1, beta2, epsilon, weight_decay, tol, float(self.w.sum())],
                              dtype=np.float64)
-        # serial or parallel products, decided once for the run from the work of one step
+        # Serial or parallel products, decided once for the run.  Mini-batch steps always run serial:
+        # a parallel region per product per step pays the threads' wake-up every few microseconds of
+        # work, and beside one busy process that wake-up takes milliseconds (measured on 2 cores,
+        # breast cancer (100,) batch 32: 7 ms/epoch serial, 63 ms parallel).  Full-batch steps ask
+        # nbmlp.parallel with the work of one step.
         dims = list(zip(net.sizes[:-1], net.sizes[1:]))
         step_work = B * sum(a * b for a, b in dims)
-        self.parallel = parallel.use_parallel(step_work)
-        self.mm = tuple(parallel.pick(f, step_work) for f in (products.matmul_nn, products.matmul_tn,
-                                                              products.matmul_nt))
+        work = step_work if B == n else 0
+        self.parallel = parallel.use_parallel(work)
+        self.mm = tuple(parallel.pick(f, work) for f in (products.matmul_nn, products.matmul_tn,
+                                                         products.matmul_nt))
         rows = max(B, self.Hv.shape[0])
         shapes = [(rows, b, a) for a, b in dims] + [(a, b, rows) for a, b in dims] + [(rows, a, b) for a, b in dims]
         self.ws = max((products.workspace(*s, dtype) for s in shapes), key=len)
