@@ -188,6 +188,11 @@ class MLP:
             self.W.append(rng.uniform(-limit, limit, size=(d_in, d_out)).astype(self.dtype))
             self.b.append(np.zeros(d_out, dtype=self.dtype))
 
+    @property
+    def ops(self):
+        """The kernels of the net's engine (a namespace with every name in ``nbmlp.engines.KERNEL_NAMES``)."""
+        return self._ops
+
     def set_engine(self, engine: str) -> MLP:
         """Switch the implementation of every kernel; returns the net."""
         self._ops = get_engine(engine)

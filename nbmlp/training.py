@@ -102,7 +102,7 @@ def split_validation(X, T, fraction: float, rng):
 
 
 def _check_net(net):
-    if not all(hasattr(net, a) for a in ("W", "b", "sizes", "activations", "loss_name", "dtype", "check_X")):
+    if not all(hasattr(net, a) for a in ("W", "b", "sizes", "activations", "loss_name", "dtype", "check_X", "ops")):
         raise TypeError(f"net must be an nbmlp.MLP, got {type(net).__name__} ({net!r:.60})")
     return net
 
@@ -265,7 +265,7 @@ class Trainer:
         self.history = history
         self.optimizer_name = optimizer
         self.optimizer = make_optimizer(optimizer, engine=net.engine, momentum=momentum, beta1=beta1,
-                                        beta2=beta2, epsilon=epsilon, sgd_update=net._ops.sgd_update)
+                                        beta2=beta2, epsilon=epsilon, sgd_update=net.ops.sgd_update)
         self._update_ops = update_kernels(net.engine)
 
         self.loss_history: list[float] = []
