@@ -511,6 +511,10 @@ def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, 
 #: Seconds of work between two returns to Python (progress, callbacks, signals).
 CHUNK_SECONDS = 0.075
 
+#: At most this many epochs per chunk: the chunk's per-epoch arrays (losses, rates, row orders)
+#: stay bounded however short an epoch is.
+MAX_CHUNK_EPOCHS = 4096
+
 
 def compile_notice(config: str) -> None:
     """Say on stderr that the training loop is being compiled (the one place that prints it)."""

@@ -479,7 +479,7 @@ class Trainer:
         done = 0
         try:
             while done < epochs:
-                k = min(epochs - done, timer.next_steps())
+                k = min(epochs - done, timer.next_steps(), engine.MAX_CHUNK_EPOCHS)
                 before = [p.copy() for p in net.W + net.b]
                 timer.start()
                 try:
@@ -558,7 +558,8 @@ class Trainer:
         try:
             while done < epochs:
                 steps = timer.next_steps()
-                n_epochs = 1 if python_score else min(epochs - done, max(1, -(-steps // per_epoch)))
+                n_epochs = 1 if python_score else min(epochs - done, max(1, -(-steps // per_epoch)),
+                                                      engine.MAX_CHUNK_EPOCHS)
                 state_before = self.rng.bit_generator.state
                 if batch >= n:  # full batch: nothing is drawn
                     perms, rng_states = np.zeros((n_epochs, 1), np.int64), None

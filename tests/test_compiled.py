@@ -368,3 +368,21 @@ def test_new_activations_forward_and_derivative_from_the_output(name, dtype, rng
     slope = (_act_numpy(name, z64 + eps) - _act_numpy(name, z64 - eps)) / (2 * eps)
     away = np.abs(z64) > 1e-3  # leaky_relu's kink at 0 takes the slope of z <= 0 by convention
     _assert_same(g[away], slope[away], 1e-5 if dtype == "float64" else 1e-3, "derivative")
+
+
+def test_memory_does_not_grow_with_epochs_when_the_history_is_off(rng):
+    import tracemalloc
+
+    X, T = _data(rng, (3, 4, 2), 9, "half_sse")
+    net = nbmlp.MLP((3, 4, 2), seed=5)
+    net.fit(X, T, epochs=5, lr=0.01, history="none", optimizer="momentum")  # compile outside the measurement
+    peaks = []
+    for epochs in (5000, 50000):
+        tracemalloc.start()
+        net.fit(X, T, epochs=epochs, lr=0.01, history="none", optimizer="momentum")
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert net.loss_history == []
+    # 45 000 more recorded losses would take > 360 kB in a list of floats; a chunk holds at most
+    # compiled.MAX_CHUNK_EPOCHS epochs' arrays
+    assert peaks[1] < peaks[0] + 50_000, peaks
