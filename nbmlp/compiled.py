@@ -641,11 +641,6 @@ class CompiledRun:
         for p, s in zip(self.params, self.snapshot, strict=True):
             p[...] = s
 
-    def restore_best(self) -> None:
-        """Put back the parameters of the best validation score."""
-        for p, s in zip(self.params, self.best, strict=True):
-            p[...] = s
-
     def parameters_finite(self) -> bool:
         return all(bool(np.isfinite(p).all()) for p in self.params)
 
@@ -658,7 +653,9 @@ def steps_for(seconds_per_step: float) -> int:
 
 
 class StepTimer:
-    """Measures seconds per step over the chunks (the first, which may include compiling, is not trusted)."""
+    """Sizes the chunks: the first two run one step each (the first may include compiling), every later
+    one :func:`steps_for` the seconds per step measured on the chunk before it.  A single step is never
+    split, so a step that takes longer than a second delays Ctrl-C by that step."""
 
     def __init__(self):
         self.per_step = None
@@ -670,7 +667,7 @@ class StepTimer:
     def stop(self, steps: int) -> None:
         elapsed = time.perf_counter() - self._t0
         self.chunks += 1
-        if steps > 0 and self.chunks > 1 or self.per_step is None:
+        if steps > 0 or self.chunks == 1:
             self.per_step = elapsed / max(steps, 1)
 
     def next_steps(self) -> int:
@@ -679,7 +676,7 @@ class StepTimer:
 
 __all__ = [
     "ACT_IDENTITY", "ACT_LEAKY_RELU", "ACT_RELU", "ACT_SIGMOID", "ACT_SOFTMAX", "ACT_SOFTPLUS", "ACT_TANH",
-    "ADAPTIVE_FACTOR", "ADAPTIVE_MIN_LR", "CHUNK_SECONDS", "KINDS", "LEAKY_SLOPE", "LOSS_CROSS_ENTROPY",
+    "ADAPTIVE_FACTOR", "ADAPTIVE_MIN_LR", "CHUNK_SECONDS", "KINDS", "MAX_CHUNK_EPOCHS", "LEAKY_SLOPE", "LOSS_CROSS_ENTROPY",
     "LOSS_HALF_SSE", "LOSS_MSE", "OPT_ADAM", "OPT_MOMENTUM", "OPT_NESTEROV", "OPT_SGD", "SUM_LOSSES",
     "CompiledRun", "StepTimer", "compile_notice", "compile_watch", "end_of_epoch", "train_steps",
 ]
