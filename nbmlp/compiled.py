@@ -18,8 +18,10 @@ d_l), ``h_l = act_l(z_l)``; ``g_l`` holds ∂L/∂h_l and is turned into ∂L/�
 place by the activation's backward, which -- like every derivative of nbmlp --
 is written from the saved output h_l.
 
-Layer and rule kinds are named constants (:data:`KINDS`, one table keyed by
-name); the driver branches on them at run time inside small functions.
+Layer and rule kinds are the named constants of the table of operations
+(:mod:`nbmlp.ops`: ``ACT_SIGMOID``, ``LOSS_MSE``, ``OPT_ADAM``, ...; :data:`KINDS`
+maps names to them); the driver branches on them at run time inside small
+functions.
 
 **Sample weights.**  With per-sample weights w_i every sample's loss term and
 gradient is multiplied by w_i; a *mean* loss is normalised by Σ_i w_i of the
@@ -53,46 +55,45 @@ import time
 import numpy as np
 from numba import njit
 
-from . import parallel, products
+from . import ops, parallel, products
+from .kernels import LEAKY_RELU_SLOPE
 from .kernels_tuned import exp_nonpositive, sigmoid_fast
+from .ops import (
+    ACT_IDENTITY,
+    ACT_LEAKY_RELU,
+    ACT_RELU,
+    ACT_SIGMOID,
+    ACT_SOFTMAX,
+    ACT_SOFTPLUS,
+    ACT_TANH,
+    LOSS_CROSS_ENTROPY,
+    LOSS_HALF_SSE,
+    LOSS_MSE,
+    OPT_ADAM,
+    OPT_MOMENTUM,
+    OPT_NESTEROV,
+    OPT_SGD,
+)
 
 #: Compile flags of the training loop: cached on disk, no GIL, fused multiply-adds allowed
 #: (differences of ~1 ulp per product against the NumPy twin), NumPy's error model
 #: (a division by zero gives inf, which the non-finite guard reports, not ZeroDivisionError).
 ENGINE_FLAGS = {"cache": True, "nogil": True, "fastmath": {"contract"}, "error_model": "numpy"}
 
-# -- the one table of kinds (the lead may point these names at nbmlp.ops) ------------------------
+# -- the kinds, by name: the codes of the table of operations (nbmlp.ops) -------------------------
 
-ACT_IDENTITY = 0
-ACT_SIGMOID = 1
-ACT_TANH = 2
-ACT_RELU = 3
-ACT_SOFTMAX = 4
-ACT_LEAKY_RELU = 5
-ACT_SOFTPLUS = 6
+#: Slope of leaky_relu for z <= 0 (the literal kernels' constant).
+LEAKY_SLOPE = LEAKY_RELU_SLOPE
 
-LOSS_HALF_SSE = 0
-LOSS_MSE = 1
-LOSS_CROSS_ENTROPY = 2
-
-OPT_SGD = 0
-OPT_MOMENTUM = 1
-OPT_NESTEROV = 2
-OPT_ADAM = 3
-
-#: Slope of leaky_relu for z <= 0.
-LEAKY_SLOPE = 0.01
-
-#: name -> constant, per kind of entry: the one place the driver's codes are defined.
+#: name -> code, per kind of entry, read from :mod:`nbmlp.ops` (the one source of the codes).
 KINDS = {
-    "activation": {"identity": ACT_IDENTITY, "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH, "relu": ACT_RELU,
-                   "softmax": ACT_SOFTMAX, "leaky_relu": ACT_LEAKY_RELU, "softplus": ACT_SOFTPLUS},
-    "loss": {"half_sse": LOSS_HALF_SSE, "mse": LOSS_MSE, "cross_entropy": LOSS_CROSS_ENTROPY},
-    "optimizer": {"sgd": OPT_SGD, "momentum": OPT_MOMENTUM, "nesterov": OPT_NESTEROV, "adam": OPT_ADAM},
+    "activation": {name: op.code for name, op in ops.ACTIVATIONS.items()},
+    "loss": {name: op.code for name, op in ops.LOSSES.items()},
+    "optimizer": {name: op.code for name, op in ops.OPTIMIZERS.items()},
 }
 
 #: Losses that are sums over samples (the rest are means over Σ w).
-SUM_LOSSES = frozenset({"half_sse"})
+SUM_LOSSES = frozenset(name for name, op in ops.LOSSES.items() if op.reduction == "sum")
 
 # ---------------------------------------------------------------------------
 # Layers: forward / backward pairs

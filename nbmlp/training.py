@@ -54,6 +54,7 @@ from .compiled import SUM_LOSSES
 from .optim import OPTIMIZERS, make_optimizer, update_kernels
 from .validation import (
     check_nonnegative_float,
+    check_parameters,
     check_positive_float,
     check_positive_int,
     check_sample_weight,
@@ -421,6 +422,7 @@ class Trainer:
         for the weighted losses).
         """
         net = self.net
+        check_parameters(net)
         X = net.check_X(X)
         T = net.check_T(T, X.shape[0])
         w = check_sample_weight(sample_weight, X.shape[0])
