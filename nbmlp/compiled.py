@@ -48,14 +48,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
-import threading
 import time
 
 import numpy as np
-from numba import njit
 
 from . import ops, parallel, products
+from ._jit import compiling, jit
 from .kernels import LEAKY_RELU_SLOPE
 from .kernels_tuned import exp_nonpositive, sigmoid_fast
 from .ops import (
@@ -100,7 +98,7 @@ SUM_LOSSES = frozenset(name for name, op in ops.LOSSES.items() if op.reduction =
 # ---------------------------------------------------------------------------
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def input_forward(h0, X, sigmoid):
     r"""h0 = σ(X) (or X), σ by :func:`nbmlp.kernels_tuned.sigmoid_fast`.  h0, X: (n, d0)."""
     n, d = X.shape
@@ -113,7 +111,7 @@ def input_forward(h0, X, sigmoid):
                 h0[i, j] = x
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def activation_forward(h, z, b, act, B):
     r"""z_ik <- z_ik + b_k, then h_ik = act(z_ik) for the first B rows (softmax: over k of each row i).
 
@@ -155,7 +153,7 @@ def activation_forward(h, z, b, act, B):
                 h[i, k] = z[i, k]
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def activation_backward(g, h, act, B):
     r"""∂L/∂z = ∂L/∂h ⊙ act'(z), in place in g (B rows), written from the saved output h:
 
@@ -181,7 +179,7 @@ def activation_backward(g, h, act, B):
                 g[i, k] = g[i, k] * -math.expm1(-y)
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def loss_forward(h, z, T, w, B, wsum, loss):
     r"""The batch loss (float64) of the first B rows; see the module docstring for the weighted forms.
 
@@ -214,7 +212,7 @@ def loss_forward(h, z, T, w, B, wsum, loss):
     return acc / (wsum * d)
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def loss_backward(g, h, T, w, B, wsum, loss):
     r"""g = ∂L/∂h_L (half_sse: w_i (h - t); mse: 2 w_i (h - t)/(d Σw)) or, for cross-entropy,
     ∂L/∂z_L = w_i (p - t)/Σw directly.  First B rows.
@@ -231,7 +229,7 @@ def loss_backward(g, h, T, w, B, wsum, loss):
             g[i, k] = scale * (h[i, k] - T[i, k])
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def bias_backward(db, g, B):
     r"""∂L/∂b_k = Σ_i ∂L/∂z_ik over the first B rows, i ascending."""
     d = g.shape[1]
@@ -242,7 +240,7 @@ def bias_backward(db, g, B):
             db[k] += g[i, k]
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def l2_forward(W):
     r"""½ Σ_jk w_jk^2 (float64), the decay term of the loss before its factor λ."""
     acc = 0.0
@@ -251,7 +249,7 @@ def l2_forward(W):
     return 0.5 * acc
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def l2_backward(gW, W, decay):
     r"""∂/∂w of λ ½ Σ w^2 added to the weight gradient: g_m <- g_m + λ w_m (weights only)."""
     for m in range(W.shape[0]):
@@ -263,7 +261,7 @@ def l2_backward(gW, W, decay):
 # ---------------------------------------------------------------------------
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def update(p, g, s1, s2, rule, lr, momentum, beta1, beta2, epsilon, t):
     r"""One update of the flat parameter p with gradient g; s1, s2: the rule's state.
 
@@ -316,7 +314,7 @@ ADAPTIVE_FACTOR = 5.0
 ADAPTIVE_MIN_LR = 1e-6
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def end_of_epoch(fstate, istate, loss, score, early_stopping, tol, patience, adaptive):
     r"""scikit-learn's no-improvement rule after an epoch; returns (stop, new_best_score).
 
@@ -356,7 +354,7 @@ def end_of_epoch(fstate, istate, loss, score, early_stopping, tol, patience, ada
 # ---------------------------------------------------------------------------
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def network_forward(zs, hs, h0, Ws, bs, acts, B, mm_nn, ws):
     r"""z_l = h_{l-1} W_l + b_l, h_l = act_l(z_l) for l = 1..L on the first B rows of h0."""
     L = len(Ws)
@@ -366,7 +364,7 @@ def network_forward(zs, hs, h0, Ws, bs, acts, B, mm_nn, ws):
         activation_forward(hs[l], zs[l], bs[l], acts[l], B)
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def network_backward(dWs, dbs, gs, hs, h0, Ws, acts, B, mm_tn, mm_nt, ws):
     r"""From g_L = ∂L/∂h_L (or ∂L/∂z_L for softmax) down: ∂L/∂W_l, ∂L/∂b_l, and g_{l-1} = ∂L/∂z_l W_lᵀ."""
     L = len(Ws)
@@ -379,7 +377,7 @@ def network_backward(dWs, dbs, gs, hs, h0, Ws, acts, B, mm_tn, mm_nt, ws):
             mm_nt(gs[l - 1][:B], gs[l][:B], Ws[l], ws)
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def pass_forward_backward(zs, hs, gs, dWs, dbs, h0, T, w, Ws, bs, acts, loss, B, wsum, mm_nn, mm_tn, mm_nt, ws):
     r"""One forward + loss + backward pass on the first B rows; returns the data loss (float64).
 
@@ -395,7 +393,7 @@ def pass_forward_backward(zs, hs, gs, dWs, dbs, h0, T, w, Ws, bs, acts, loss, B,
     return value
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def penalty_forward(Wflat, decay):
     r"""λ ½ Σ_l Σ_jk w_jk^2 over every weight matrix (flat views); 0 when λ = 0."""
     if decay == 0.0:
@@ -406,7 +404,7 @@ def penalty_forward(Wflat, decay):
     return decay * acc
 
 
-@njit(**ENGINE_FLAGS)
+@jit(**ENGINE_FLAGS)
 def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, zs, hs, gs, vzs, vhs,
                 H0, T, w, Hb, Tb, wb, Hv, Tv, wv, perms, lrs, acts, icfg, fcfg, fstate, istate,
                 losses, vlosses, max_steps, mm_nn, mm_tn, mm_nt, ws):
@@ -517,31 +515,21 @@ CHUNK_SECONDS = 0.075
 MAX_CHUNK_EPOCHS = 4096
 
 
-def compile_notice(config: str) -> None:
-    """Say on stderr that the training loop is being compiled (the one place that prints it)."""
-    print(f"nbmlp: compiling the training loop for {config} (first run only) ...", file=sys.stderr, flush=True)
-
-
-#: Seconds a first call may take before the compile notice is printed.
-NOTICE_AFTER = 1.0
-
 _STARTED = set()
 
 
 @contextlib.contextmanager
 def compile_watch(key, config: str):
-    """Around the first call of a configuration in this process: if it has not returned after
-    :data:`NOTICE_AFTER` seconds (compiling, not loading from the cache), print :func:`compile_notice`."""
+    """Around the first call of a configuration in this process: :func:`nbmlp._jit.compiling` says on
+    stderr that the training loop for ``config`` is compiling when the call runs over a second (not when
+    it loads from the cache).  Later calls skip the watch."""
     if key in _STARTED:
         yield
         return
-    timer = threading.Timer(NOTICE_AFTER, compile_notice, [config])
-    timer.daemon = True
-    timer.start()
     try:
-        yield
+        with compiling(f"the training loop for {config}"):
+            yield
     finally:
-        timer.cancel()
         _STARTED.add(key)
 
 
@@ -680,5 +668,5 @@ __all__ = [
     "ADAPTIVE_FACTOR", "ADAPTIVE_MIN_LR", "CHUNK_SECONDS", "KINDS", "MAX_CHUNK_EPOCHS", "LEAKY_SLOPE",
     "LOSS_CROSS_ENTROPY",
     "LOSS_HALF_SSE", "LOSS_MSE", "OPT_ADAM", "OPT_MOMENTUM", "OPT_NESTEROV", "OPT_SGD", "SUM_LOSSES",
-    "CompiledRun", "StepTimer", "compile_notice", "compile_watch", "end_of_epoch", "train_steps",
+    "CompiledRun", "StepTimer", "compile_watch", "end_of_epoch", "train_steps",
 ]
