@@ -853,7 +853,7 @@ _WORKSPACES = threading.local()
 
 @tuned_kernel
 def _add_bias(z, b):
-    r"""z_ik += b_k, rows in chunks of :data:`_ROWS_PER_CHUNK` (the bias is added after the Σ, as in the literal loop)."""
+    r"""z_ik += b_k (after the Σ, as in the literal loop), rows in chunks of :data:`_ROWS_PER_CHUNK`."""
     n, d = z.shape
     for c in prange((n + _ROWS_PER_CHUNK - 1) // _ROWS_PER_CHUNK):
         for i in range(c * _ROWS_PER_CHUNK, min(n, (c + 1) * _ROWS_PER_CHUNK)):

@@ -307,20 +307,20 @@ def _run_slot(C, A, a_trans, B, b_trans, P, ws, slot, n_slots, units_r, units_c,
                 for jc in range(c_lo, c_hi, NB):
                     cols = min(NB, c_hi - jc)
                     _pack_b(ws, b_off, B, b_trans, jc, cols, pc, kc, NR)
-                    for ir in range(0, rows, MR):
-                        mv = min(MR, rows - ir)
-                        for jr in range(0, cols, NR):
-                            nv = min(NR, cols - jr)
+                    for ti in range(0, rows, MR):
+                        mv = min(MR, rows - ti)
+                        for tj in range(0, cols, NR):
+                            nv = min(NR, cols - tj)
                             if mv == MR and nv == NR:
-                                _micro_kernel(ws, a_off + ir * kc, b_off + jr * kc,
-                                              C, (ic + ir) * n + jc + jr, n, kc, first)
+                                _micro_kernel(ws, a_off + ti * kc, b_off + tj * kc,
+                                              C, (ic + ti) * n + jc + tj, n, kc, first)
                             else:  # a tile cut by the edge of C: through the scratch tile
-                                r, c = ic + ir, jc + jr
+                                r, c = ic + ti, jc + tj
                                 if not first:
                                     for i in range(mv):
                                         for j in range(nv):
                                             ws[t_off + i * NR + j] = C[r + i, c + j]
-                                _micro_kernel(ws, a_off + ir * kc, b_off + jr * kc, ws, t_off, NR, kc, first)
+                                _micro_kernel(ws, a_off + ti * kc, b_off + tj * kc, ws, t_off, NR, kc, first)
                                 for i in range(mv):
                                     for j in range(nv):
                                         C[r + i, c + j] = ws[t_off + i * NR + j]
