@@ -17,8 +17,8 @@ In general form, with C (m x n) written in full (never accumulated into):
 :func:`workspace_size` (m, n, p) long, allocated once by the caller (per fit,
 not per call; :func:`workspace` makes one) and passed to every call.  Each
 function is compiled twice (:func:`nbmlp._jit.compile_twice`): parallel over
-blocks of C, and serial at ``.serial``; both are callable from other compiled
-code.
+blocks of C, and serial at ``.serial`` (also named ``matmul_nn_serial`` etc.,
+the spelling compiled code can call); both are callable from other compiled code.
 
 How a product is computed (the structure of Goto & van de Geijn, "Anatomy of
 High-Performance Matrix Multiplication", 2008, and of BLIS):
@@ -419,4 +419,10 @@ matmul_nn = compile_twice(_matmul_nn, JIT_FLAGS)
 matmul_tn = compile_twice(_matmul_tn, JIT_FLAGS)
 matmul_nt = compile_twice(_matmul_nt, JIT_FLAGS)
 
-__all__ = ["BLOCKING", "SMALL_WORK", "matmul_nn", "matmul_nt", "matmul_tn", "workspace", "workspace_size"]
+#: The serial twins under their own names, for compiled code (which cannot read ``matmul_nn.serial``).
+matmul_nn_serial = matmul_nn.serial
+matmul_tn_serial = matmul_tn.serial
+matmul_nt_serial = matmul_nt.serial
+
+__all__ = ["BLOCKING", "SMALL_WORK", "VECTOR_BYTES", "matmul_nn", "matmul_nn_serial", "matmul_nt", "matmul_nt_serial",
+           "matmul_tn", "matmul_tn_serial", "workspace", "workspace_size"]
