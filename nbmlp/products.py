@@ -168,20 +168,23 @@ numba.get_num_threads()  # starts the threading layer: defines the symbol _num_t
 
 
 @intrinsic
-def _micro_kernel(typingctx, ws, a_off, b_off, c, c_off, ldc, kc, first):
+def _micro_kernel(typingctx, ws, a_off, b_off, c, c_off, ldc, kc, first, pf_off):
     r"""Tile of C at c[c_off + i*ldc + j] (i < MR, j < NR) = (first ? 0 : tile) + Σ_{p<kc} A_ip B_pj.
 
     A_ip = ws[a_off + p*MR + i], B_pj = ws[b_off + p*NR + j] (packed panels).
     ``c``: any array of ws's dtype whose data is contiguous where the tile lies.
     Each step is ``llvm.fma`` on MR x NR/W accumulators kept in registers.
+    Unless ``first`` or pf_off < 0, the MR rows of NR values at c[pf_off + i*ldc]
+    (the next tile) are prefetched first, so that the next call finds them in
+    cache (a hint only: it changes no value and cannot fault).
     """
     if not (_float_1d(ws) and isinstance(c, types.Array) and c.dtype == ws.dtype):
         return None
     MR, NR = BLOCKING[np.dtype(ws.dtype.name)][:2]
-    sig = types.void(ws, types.intp, types.intp, c, types.intp, types.intp, types.intp, types.boolean)
+    sig = types.void(ws, types.intp, types.intp, c, types.intp, types.intp, types.intp, types.boolean, types.intp)
 
     def codegen(context, builder, signature, args):
-        wsv, a_offv, b_offv, cv, c_offv, ldcv, kcv, firstv = args
+        wsv, a_offv, b_offv, cv, c_offv, ldcv, kcv, firstv, pf_offv = args
         ftype = context.get_value_type(ws.dtype)
         size = context.get_abi_sizeof(ftype)
         W = VECTOR_BYTES // size
@@ -201,14 +204,25 @@ def _micro_kernel(typingctx, ws, a_off, b_off, c, c_off, ldc, kc, first):
         c_base = builder.gep(cdata, [c_offv], inbounds=True)
         zero = ir.Constant(vtype, [ir.Constant(ftype, 0.0)] * W)
         c_ptrs = []
-        accs = []
         for i in range(MR):
             row = builder.gep(c_base, [builder.mul(ldcv, const(i))], inbounds=True)
             for v in range(NV):
-                ptr = builder.bitcast(builder.gep(row, [const(v * W)], inbounds=True), vptr)
-                c_ptrs.append(ptr)
-                start = builder.select(firstv, zero, builder.load(ptr, align=size))
-                accs.append(cgutils.alloca_once_value(builder, start))
+                c_ptrs.append(builder.bitcast(builder.gep(row, [const(v * W)], inbounds=True), vptr))
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in c_ptrs]
+        i8p = ir.IntType(8).as_pointer()
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
+        want = builder.and_(builder.not_(firstv), builder.icmp_signed(">=", pf_offv, const(0)))
+        with builder.if_then(want):
+            pf_base = builder.gep(cdata, [pf_offv])
+            for i in range(MR):
+                row = builder.gep(pf_base, [builder.mul(ldcv, const(i))])
+                for v in range(NV):  # one 64-byte line per vector
+                    line = builder.bitcast(builder.gep(row, [const(v * W)]), i8p)
+                    builder.call(prefetch, [line, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        with builder.if_then(builder.not_(firstv)):  # C is read only when a pass continues a sum
+            for acc, ptr in zip(accs, c_ptrs):
+                builder.store(builder.load(ptr, align=size), acc)
         suffix = f"v{W}f{8 * size}"
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vtype, [vtype] * 3),
                                              f"llvm.fma.{suffix}")
@@ -241,44 +255,39 @@ def _micro_kernel(typingctx, ws, a_off, b_off, c, c_off, ldc, kc, first):
 _HELPER_FLAGS = dict(JIT_FLAGS, error_model="numpy")
 
 
-@njit(**_HELPER_FLAGS)
-def _pack_a(ws, off, A, a_trans, r0, rows, p0, kc, MR):
-    """ws[off + q*MR*kc + p*MR + i] = A(r0 + q*MR + i, p0 + p); rows past ``rows`` are zero."""
-    zero = ws.dtype.type(0)
-    for q in range(0, rows, MR):
-        base = off + q * kc
-        if a_trans:  # A(r, p) = A[p, r]: MR neighbours of one row of A
-            for p in range(kc):
-                for i in range(MR):
-                    ws[base + p * MR + i] = A[p0 + p, r0 + q + i] if q + i < rows else zero
-        else:  # A(r, p) = A[r, p]: one row of A at a time
-            for i in range(MR):
-                if q + i < rows:
-                    for p in range(kc):
-                        ws[base + p * MR + i] = A[r0 + q + i, p0 + p]
-                else:
-                    for p in range(kc):
-                        ws[base + p * MR + i] = zero
+@njit(inline="always", **_HELPER_FLAGS)
+def _pack(ws, off, X, lanes_in_rows, l0, count, p0, kc, width):
+    r"""Pack ``count`` lanes x kc terms of X into panels of ``width`` lanes.
 
-
-@njit(**_HELPER_FLAGS)
-def _pack_b(ws, off, B, b_trans, c0, cols, p0, kc, NR):
-    """ws[off + q*NR*kc + p*NR + j] = B(p0 + p, c0 + q*NR + j); columns past ``cols`` are zero."""
+    ws[off + q*kc + p*width + l] = X(p0 + p, l0 + q + l) for q = 0, width, 2 width, ...,
+    where X(p, l) is X[l, p] when ``lanes_in_rows`` else X[p, l]; lanes past
+    ``count`` are zero.  A is packed with lanes = rows of C (width MR),
+    B with lanes = columns of C (width NR).  Inlined where ``width`` is a
+    compile-time constant, so whole panels copy without a test per element;
+    unsigned indices skip Numba's negative-index wraparound.
+    """
     zero = ws.dtype.type(0)
-    for q in range(0, cols, NR):
+    for q in range(0, count, width):
         base = off + q * kc
-        w = min(NR, cols - q)
-        if b_trans:  # B(p, c) = B[c, p]: one row of B at a time
-            for j in range(w):
+        w = min(width, count - q)
+        if w == width:
+            if lanes_in_rows:
                 for p in range(kc):
-                    ws[base + p * NR + j] = B[c0 + q + j, p0 + p]
-        else:  # B(p, c) = B[p, c]: NR neighbours of one row of B
+                    for lane in range(width):
+                        ws[np.uintp(base + p * width + lane)] = X[np.uintp(l0 + q + lane), np.uintp(p0 + p)]
+            else:
+                for p in range(kc):
+                    for lane in range(width):
+                        ws[np.uintp(base + p * width + lane)] = X[np.uintp(p0 + p), np.uintp(l0 + q + lane)]
+        else:
             for p in range(kc):
-                for j in range(w):
-                    ws[base + p * NR + j] = B[p0 + p, c0 + q + j]
-        for p in range(kc):
-            for j in range(w, NR):
-                ws[base + p * NR + j] = zero
+                for lane in range(width):
+                    if lane >= w:
+                        ws[base + p * width + lane] = zero
+                    elif lanes_in_rows:
+                        ws[base + p * width + lane] = X[l0 + q + lane, p0 + p]
+                    else:
+                        ws[base + p * width + lane] = X[p0 + p, l0 + q + lane]
 
 
 @njit(**_HELPER_FLAGS)
@@ -300,27 +309,35 @@ def _run_slot(C, A, a_trans, B, b_trans, P, ws, slot, n_slots, units_r, units_c,
         c_hi = min(n, ((uc + 1) * col_panels // units_c) * NR)
         for ic in range(r_lo, r_hi, MC):
             rows = min(MC, r_hi - ic)
-            for pc in range(0, P, KC):
-                kc = min(KC, P - pc)
-                first = pc == 0
-                _pack_a(ws, a_off, A, a_trans, ic, rows, pc, kc, MR)
+            n_passes = -(-P // KC)
+            for k_pass in range(n_passes):  # passes of equal length (<= KC terms), not KC + a short rest
+                pc = k_pass * P // n_passes
+                kc = (k_pass + 1) * P // n_passes - pc
+                first = k_pass == 0
+                _pack(ws, a_off, A, not a_trans, ic, rows, pc, kc, MR)
                 for jc in range(c_lo, c_hi, NB):
                     cols = min(NB, c_hi - jc)
-                    _pack_b(ws, b_off, B, b_trans, jc, cols, pc, kc, NR)
+                    _pack(ws, b_off, B, b_trans, jc, cols, pc, kc, NR)
                     for ti in range(0, rows, MR):
                         mv = min(MR, rows - ti)
                         for tj in range(0, cols, NR):
                             nv = min(NR, cols - tj)
                             if mv == MR and nv == NR:
+                                if tj + NR < cols:  # where the next tile of C starts, to prefetch it
+                                    pf = (ic + ti) * n + jc + tj + NR
+                                elif ti + MR < rows:
+                                    pf = (ic + ti + MR) * n + jc
+                                else:
+                                    pf = -1
                                 _micro_kernel(ws, a_off + ti * kc, b_off + tj * kc,
-                                              C, (ic + ti) * n + jc + tj, n, kc, first)
+                                              C, (ic + ti) * n + jc + tj, n, kc, first, pf)
                             else:  # a tile cut by the edge of C: through the scratch tile
                                 r, c = ic + ti, jc + tj
                                 if not first:
                                     for i in range(mv):
                                         for j in range(nv):
                                             ws[t_off + i * NR + j] = C[r + i, c + j]
-                                _micro_kernel(ws, a_off + ti * kc, b_off + tj * kc, ws, t_off, NR, kc, first)
+                                _micro_kernel(ws, a_off + ti * kc, b_off + tj * kc, ws, t_off, NR, kc, first, -1)
                                 for i in range(mv):
                                     for j in range(nv):
                                         C[r + i, c + j] = ws[t_off + i * NR + j]
