@@ -56,6 +56,7 @@ pick serial or parallel by the amount of work (:data:`PARALLEL_MIN_WORK`).
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 
@@ -840,7 +841,7 @@ def _workspace(m, n, p, dtype):
     """
     if m * n * p < products.SMALL_WORK:
         return _NO_SCRATCH[np.dtype(dtype)]  # the plain loops use no scratch
-    need = products.workspace_size(m, n, p)
+    need = _workspace_size(m, n, p)
     cache = _WORKSPACES.__dict__
     ws = cache.get(dtype)
     if ws is None or ws.shape[0] < need:
@@ -849,6 +850,7 @@ def _workspace(m, n, p, dtype):
 
 
 _WORKSPACES = threading.local()
+_workspace_size = functools.lru_cache(maxsize=1024)(products.workspace_size)  # a pure function of (m, n, p)
 
 
 @tuned_kernel

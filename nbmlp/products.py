@@ -110,7 +110,8 @@ def workspace_size(m: int, n: int, p: int) -> int:
     for name, v in (("m", m), ("n", n), ("p", p)):
         if int(v) != v or v < 0:
             raise ValueError(f"workspace_size: {name} must be a non-negative integer, got {v!r}")
-    per_slot = max(sum(_slot_parts(max(m, 1), max(n, 1), max(p, 1), *b)) for b in BLOCKING.values())
+    per_slot = max(sum(_slot_parts(rows, cols, max(p, 1), *b)) for b in BLOCKING.values()
+                   for rows, cols in ((max(m, 1), max(n, 1)), (max(n, 1), max(m, 1))))
     return numba.config.NUMBA_NUM_THREADS * per_slot + VECTOR_BYTES
 
 
@@ -291,38 +292,53 @@ def _pack(ws, off, X, lanes_in_rows, l0, count, p0, kc, width):
 
 
 @njit(**_HELPER_FLAGS)
-def _run_slot(C, A, a_trans, B, b_trans, P, ws, slot, n_slots, units_r, units_c, per_slot):
-    """Every unit u = slot, slot + n_slots, ... of the units_r x units_c grid of C, with slot ``slot`` of ws."""
+def _run_slot(C, A, a_trans, B, b_trans, P, ws, swap, slot, n_slots, units_r, units_c, per_slot):
+    r"""Every unit u = slot, slot + n_slots, ... of the units_r x units_c grid of C, with slot ``slot`` of ws.
+
+    With ``swap`` the blocks are those of Cᵀ = Bᵀ·Aᵀ (rows of the register tile
+    = columns of C): for a C only a few columns wide, which would fill few of
+    the NR lanes.  Its tiles go through the scratch tile, transposed.  The sums
+    are the same (fma(b, a, s) = fma(a, b, s)).
+    """
     MR, NR, KC, MC, NB = _blocking(ws)
-    m, n = C.shape
-    a_len, b_len, _ = _slot_parts_compiled(m, n, P, MR, NR, KC, MC, NB)
+    M, N = C.shape
+    if swap:
+        M, N = N, M
+    a_len, b_len, _ = _slot_parts_compiled(M, N, P, MR, NR, KC, MC, NB)
     a_off = slot * per_slot
     b_off = a_off + a_len
     t_off = b_off + b_len
-    row_panels = -(-m // MR)
-    col_panels = -(-n // NR)
+    n = C.shape[1]
+    row_panels = -(-M // MR)
+    col_panels = -(-N // NR)
+    n_passes = -(-P // KC)
     for u in range(slot, units_r * units_c, n_slots):
         ur, uc = u // units_c, u % units_c
-        r_lo = min(m, (ur * row_panels // units_r) * MR)
-        r_hi = min(m, ((ur + 1) * row_panels // units_r) * MR)
-        c_lo = min(n, (uc * col_panels // units_c) * NR)
-        c_hi = min(n, ((uc + 1) * col_panels // units_c) * NR)
+        r_lo = min(M, (ur * row_panels // units_r) * MR)
+        r_hi = min(M, ((ur + 1) * row_panels // units_r) * MR)
+        c_lo = min(N, (uc * col_panels // units_c) * NR)
+        c_hi = min(N, ((uc + 1) * col_panels // units_c) * NR)
         for ic in range(r_lo, r_hi, MC):
             rows = min(MC, r_hi - ic)
-            n_passes = -(-P // KC)
             for k_pass in range(n_passes):  # passes of equal length (<= KC terms), not KC + a short rest
                 pc = k_pass * P // n_passes
                 kc = (k_pass + 1) * P // n_passes - pc
                 first = k_pass == 0
-                _pack(ws, a_off, A, not a_trans, ic, rows, pc, kc, MR)
+                if swap:
+                    _pack(ws, a_off, B, b_trans, ic, rows, pc, kc, MR)
+                else:
+                    _pack(ws, a_off, A, not a_trans, ic, rows, pc, kc, MR)
                 for jc in range(c_lo, c_hi, NB):
                     cols = min(NB, c_hi - jc)
-                    _pack(ws, b_off, B, b_trans, jc, cols, pc, kc, NR)
+                    if swap:
+                        _pack(ws, b_off, A, not a_trans, jc, cols, pc, kc, NR)
+                    else:
+                        _pack(ws, b_off, B, b_trans, jc, cols, pc, kc, NR)
                     for ti in range(0, rows, MR):
                         mv = min(MR, rows - ti)
                         for tj in range(0, cols, NR):
                             nv = min(NR, cols - tj)
-                            if mv == MR and nv == NR:
+                            if mv == MR and nv == NR and not swap:
                                 if tj + NR < cols:  # where the next tile of C starts, to prefetch it
                                     pf = (ic + ti) * n + jc + tj + NR
                                 elif ti + MR < rows:
@@ -331,37 +347,48 @@ def _run_slot(C, A, a_trans, B, b_trans, P, ws, slot, n_slots, units_r, units_c,
                                     pf = -1
                                 _micro_kernel(ws, a_off + ti * kc, b_off + tj * kc,
                                               C, (ic + ti) * n + jc + tj, n, kc, first, pf)
-                            else:  # a tile cut by the edge of C: through the scratch tile
-                                r, c = ic + ti, jc + tj
-                                if not first:
-                                    for i in range(mv):
-                                        for j in range(nv):
-                                            ws[t_off + i * NR + j] = C[r + i, c + j]
-                                _micro_kernel(ws, a_off + ti * kc, b_off + tj * kc, ws, t_off, NR, kc, first, -1)
+                                continue
+                            # through the scratch tile: a tile cut by the edge of C, or a tile of Cᵀ
+                            r, c = ic + ti, jc + tj
+                            if not first:
                                 for i in range(mv):
                                     for j in range(nv):
+                                        ws[t_off + i * NR + j] = C[c + j, r + i] if swap else C[r + i, c + j]
+                            _micro_kernel(ws, a_off + ti * kc, b_off + tj * kc, ws, t_off, NR, kc, first, -1)
+                            for i in range(mv):
+                                for j in range(nv):
+                                    if swap:
+                                        C[c + j, r + i] = ws[t_off + i * NR + j]
+                                    else:
                                         C[r + i, c + j] = ws[t_off + i * NR + j]
 
 
 @njit(**_HELPER_FLAGS)
 def _plan(C, P, ws):
-    """(packed?, n_slots, units_r, units_c, per_slot) for C = (...) with P terms and workspace ws."""
+    """(packed?, swap?, n_slots, units_r, units_c, per_slot) for C = (...) with P terms and workspace ws.
+
+    Swap (compute Cᵀ, see :func:`_run_slot`) when C is narrower than NR and its
+    n columns, as rows of Cᵀ, fill a larger share of the MR·ceil(n/MR) tile rows
+    than of the NR lanes.
+    """
     MR, NR, KC, MC, NB = _blocking(ws)
     m, n = C.shape
     isz = C.itemsize
     contiguous = C.strides[1] == isz and (m <= 1 or C.strides[0] == n * isz)
     if m * n * P < SMALL_WORK or not contiguous:
-        return False, 0, 0, 0, 0
-    a_len, b_len, t_len = _slot_parts_compiled(m, n, P, MR, NR, KC, MC, NB)
+        return False, False, 0, 0, 0, 0
+    swap = n < NR and m >= NR and -(-n // MR) * MR < NR  # n columns use n of NR lanes, or n of MR ceil(n/MR) rows
+    M, N = (n, m) if swap else (m, n)
+    a_len, b_len, t_len = _slot_parts_compiled(M, N, P, MR, NR, KC, MC, NB)
     per_slot = a_len + b_len + t_len
     capacity = ws.shape[0] // per_slot
     if capacity < 1:
         raise ValueError("products: ws is shorter than products.workspace_size(m, n, p)")
     threads = _num_threads()
-    units_c = min(threads, -(-n // NR))
-    units_r = min(-(-threads // units_c), -(-m // MR))
+    units_c = min(threads, -(-N // NR))
+    units_r = min(-(-threads // units_c), -(-M // MR))
     n_slots = min(threads, capacity, units_r * units_c)
-    return True, n_slots, units_r, units_c, per_slot
+    return True, swap, n_slots, units_r, units_c, per_slot
 
 
 @njit(**_HELPER_FLAGS)
@@ -381,10 +408,10 @@ def _matmul_nn(C, A, B, ws):
     m, n = C.shape
     P = A.shape[1]
     _check(m, n, P, A.shape[0], A.shape[1], B.shape[0], B.shape[1])
-    packed, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
+    packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
     if packed:
         for s in prange(n_slots):
-            _run_slot(C, A, False, B, False, P, ws, s, n_slots, units_r, units_c, per_slot)
+            _run_slot(C, A, False, B, False, P, ws, swap, s, n_slots, units_r, units_c, per_slot)
         return
     for r in prange(m):
         for c in range(n):
@@ -400,10 +427,10 @@ def _matmul_tn(C, A, B, ws):
     m, n = C.shape
     P = A.shape[0]
     _check(m, n, P, A.shape[1], A.shape[0], B.shape[0], B.shape[1])
-    packed, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
+    packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
     if packed:
         for s in prange(n_slots):
-            _run_slot(C, A, True, B, False, P, ws, s, n_slots, units_r, units_c, per_slot)
+            _run_slot(C, A, True, B, False, P, ws, swap, s, n_slots, units_r, units_c, per_slot)
         return
     for r in prange(m):
         for c in range(n):
@@ -419,10 +446,10 @@ def _matmul_nt(C, A, B, ws):
     m, n = C.shape
     P = A.shape[1]
     _check(m, n, P, A.shape[0], A.shape[1], B.shape[1], B.shape[0])
-    packed, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
+    packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
     if packed:
         for s in prange(n_slots):
-            _run_slot(C, A, False, B, True, P, ws, s, n_slots, units_r, units_c, per_slot)
+            _run_slot(C, A, False, B, True, P, ws, swap, s, n_slots, units_r, units_c, per_slot)
         return
     for r in prange(m):
         for c in range(n):
