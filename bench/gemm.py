@@ -15,8 +15,9 @@ sweeps: width 256..2048 at n = 1024, and n 64..4096 at width 1024.  The peak is
 cores x vector lanes x FMA units x 2 flops x clock (from /proc/cpuinfo; the
 number of FMA units per core is not in /proc/cpuinfo: --fma-units, default 2
 for an AVX-512 Xeon).  Then one epoch of 784-1024-10 at n = 1024 through the
-tuned engine, the compiled loop (fused), NumPy and PyTorch eager
-(:func:`nbmlp.benchmark.time_round_robin`).
+tuned engine, the compiled loop (fused), NumPy and PyTorch eager, with all
+threads (:func:`nbmlp.benchmark.time_round_robin`, wall time) and with one
+thread each (process CPU time, which a busy machine disturbs less).
 
 Writes gemm.json (every number), gemm.md (the tables) and gemm.png (the chart)
 into --out (default bench/results/).
@@ -110,10 +111,34 @@ def sweep(dtype, points, repeats, peak_gf, cores):
 
 
 def epoch(dtype, repeats, sizes=(784, 1024, 10), n=1024):
+    """Median seconds per epoch: all threads (wall time, round-robin), and one thread each (process CPU time)."""
+    import numba
+
     X, T, lr = benchmark.make_problem(sizes, n, dtype)
     runners = benchmark.implementations(sizes, X, T, lr, dtype, jax=False, engines=("tuned", "numpy"))
     plan = benchmark.time_round_robin(runners, repeats)
-    return {name: {"median_s": p["median_s"], "times": p["times"]} for name, p in plan.items()}
+    out = {name: {"median_s": p["median_s"], "times": p["times"]} for name, p in plan.items()}
+    torch = sys.modules.get("torch")
+    threads = numba.get_num_threads(), torch.get_num_threads() if torch else None
+    numba.set_num_threads(1)
+    if torch:
+        torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            for run in runners.values():
+                run(1)
+            for _ in range(repeats):
+                for name, run in runners.items():
+                    t = time.process_time()
+                    run(1)
+                    out[name].setdefault("times_1", []).append(time.process_time() - t)
+    finally:
+        numba.set_num_threads(threads[0])
+        if torch:
+            torch.set_num_threads(threads[1])
+    for v in out.values():
+        v["median_1_s"] = statistics.median(v["times_1"])
+    return out
 
 
 def markdown(result):
@@ -133,14 +158,17 @@ def markdown(result):
                      f"{r['blas_gflops']:.1f} | {r['ratio']:.2f} | {r['pct_peak']:.0f}% | {r['gflops_1']:.1f} | "
                      f"{r['blas_gflops_1']:.1f} | {r['ratio_1']:.2f} | {r['pct_core_peak_1']:.0f}% |")
     if result.get("epoch"):
-        lines += ["", "784-1024-10, n = 1024, one epoch (median):", "",
-                  "| dtype | " + " | ".join(result["epoch"][next(iter(result["epoch"]))]) + " | torch / tuned | "
-                  "numpy / tuned |", "|---|" + "---:|" * (len(result["epoch"][next(iter(result["epoch"]))]) + 2)]
+        names = list(result["epoch"][next(iter(result["epoch"]))])
+        lines += ["", "784-1024-10, n = 1024, one epoch (median; all threads: wall time; one thread each: "
+                  "process CPU time):", "",
+                  "| dtype | threads | " + " | ".join(names) + " | torch / tuned | numpy / tuned |",
+                  "|---|---|" + "---:|" * (len(names) + 2)]
         for dtype, e in result["epoch"].items():
-            cells = " | ".join(f"{v['median_s'] * 1e3:.1f} ms" for v in e.values())
-            tuned = e["tuned"]["median_s"]
-            torch_ratio = f"{e['torch']['median_s'] / tuned:.2f}x" if "torch" in e else "-"
-            lines.append(f"| {dtype} | {cells} | {torch_ratio} | {e['numpy']['median_s'] / tuned:.2f}x |")
+            for label, key in (("all", "median_s"), ("one", "median_1_s")):
+                cells = " | ".join(f"{e[k][key] * 1e3:.1f} ms" for k in names)
+                tuned = e["tuned"][key]
+                torch_ratio = f"{e['torch'][key] / tuned:.2f}x" if "torch" in e else "-"
+                lines.append(f"| {dtype} | {label} | {cells} | {torch_ratio} | {e['numpy'][key] / tuned:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
