@@ -629,7 +629,7 @@ def _softmax_cross_entropy_loss(z, t):
 
 
 # ---------------------------------------------------------------------------
-# Matrix products: C = A·B (or Aᵀ·B) with an 8 x 8 register tile
+# Matrix products: the 8 x 8 register tile of nbmlp.fused (the engine's products are nbmlp.products)
 # ---------------------------------------------------------------------------
 
 

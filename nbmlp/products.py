@@ -15,7 +15,9 @@ In general form, with C (m x n) written in full (never accumulated into):
 
 ``ws`` is a 1-D scratch buffer of the operands' dtype, at least
 :func:`workspace_size` (m, n, p) long, allocated once by the caller (per fit,
-not per call; :func:`workspace` makes one) and passed to every call.  Each
+not per call; :func:`workspace` makes one) and passed to every call.  A call
+uses all of it as scratch: two calls running at the same time (from two
+Python threads) need two buffers.  C must not overlap A or B.  Each
 function is compiled twice (:func:`nbmlp._jit.compile_twice`): parallel over
 blocks of C, and serial at ``.serial`` (also named ``matmul_nn_serial`` etc.,
 the spelling compiled code can call); both are callable from other compiled code.
