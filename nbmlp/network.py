@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import distributed
 from .engines import get_engine
 from .validation import (
     check_dtype,
@@ -258,12 +259,16 @@ class MLP:
     # -- public API ------------------------------------------------------------
 
     def forward(self, X) -> np.ndarray:
-        """h_L, the network's output for the batch X (n x d0) -> (n x dL)."""
+        """h_L, the network's output for the batch X (n x d0) -> (n x dL); a dask array for a dask X."""
+        if distributed.is_dask_collection(X):
+            return distributed.forward(self, X)
         X = self._check_X(X)
         return self._forward_pass(X)[1][-1]
 
     def loss(self, X, T) -> float:
         """The loss of the batch (X, T); for the note's loss, ½ Σ_i Σ_k (t_ik - h_L,ik)^2."""
+        if distributed.is_dask_collection(X) or distributed.is_dask_collection(T):
+            return distributed.loss(self, X, T)
         X = self._check_X(X)
         T = self._check_T(T, X.shape[0])
         z, h = self._forward_pass(X)
@@ -271,6 +276,8 @@ class MLP:
 
     def gradients(self, X, T) -> Gradients:
         """One forward and one backward pass: every gradient of the note, see :class:`Gradients`."""
+        if distributed.is_dask_collection(X) or distributed.is_dask_collection(T):
+            return Gradients(**distributed.gradient_sums(self, X, T))
         X = self._check_X(X)
         T = self._check_T(T, X.shape[0])
         z, h = self._forward_pass(X)
@@ -291,6 +298,8 @@ class MLP:
         weight decay, schedules, validation, early stopping): see
         :class:`nbmlp.training.Trainer`, which runs every fit.
         """
+        if distributed.is_dask_collection(X) or distributed.is_dask_collection(T):
+            return distributed.fit(self, X, T, epochs, lr, callback=callback, **options)
         from .training import train
 
         train(self, X, T, epochs=epochs, lr=lr, callback=callback, **options)
