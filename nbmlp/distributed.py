@@ -124,7 +124,7 @@ class Parameters:
 def _template(net):
     """A copy of ``net`` without parameters or histories: what a worker needs to rebuild it."""
     skeleton = copy.copy(net)
-    for name, value in vars(net).items():
+    for name in vars(net):
         if name.endswith("_history"):
             setattr(skeleton, name, [])
     if hasattr(skeleton, "optimizer_state"):
@@ -249,7 +249,10 @@ def loss(net, X, T) -> float:
 
 
 def gradient_sums(net, X, T) -> dict:
-    """The fields of :class:`nbmlp.Gradients` for (X, T): W, b and loss; the per-row fields stay on the workers (None)."""
+    """The fields of :class:`nbmlp.Gradients` for (X, T): W, b and loss.
+
+    The per-row fields (z, h, dL_dz, dL_dh) are n-row arrays: they stay on the workers (None here).
+    """
     value, dW, db = ChunkedBatch(net, X, T).sums(net)
     return {"W": dW, "b": db, "loss": value, "dL_dz": None, "dL_dh": None, "z": None, "h": None}
 

@@ -16,12 +16,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import rel_err
 
 import nbmlp
 from nbmlp import distributed as nd
-from nbmlp.training import Trainer
-
-from conftest import rel_err
 
 dask = pytest.importorskip("dask", reason='dask is not installed (pip install "nbmlp[dask]")')
 da = pytest.importorskip("dask.array", reason='dask is not installed (pip install "nbmlp[dask]")')
