@@ -470,7 +470,7 @@ def connect(address=None, *, workers=None, timeout=CONNECT_TIMEOUT):
         raise ValueError("give either a scheduler address or a number of local workers, not both or neither")
     if workers is not None:
         workers = check_positive_int(workers, "workers")
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
         return Client(cluster)
     if not isinstance(address, str) or not address:
         raise TypeError(f"scheduler address must be a string like 'tcp://host:8786', got {address!r}")

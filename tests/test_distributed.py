@@ -31,7 +31,7 @@ N, CHUNK = 103, 20  # 6 chunks, the last one short
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = dd.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = dd.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                               env={"NUMBA_NUM_THREADS": "1"})
     c = dd.Client(cluster)
     try:
@@ -195,17 +195,30 @@ def test_full_batch_fit_matches_in_memory(client, loss):
         assert rel_err(p, q) <= 1e-12
 
 
-def test_fit_is_bit_identical_on_one_and_two_workers(client):
+def four_workers():
+    """Four in-process workers (threads of this process): a third worker count, cheap to start."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        with dd.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+                dd.Client(cluster, set_as_default=False) as c4, dask.config.set(scheduler=c4):
+            yield
+    return ctx()
+
+
+def test_fit_is_bit_identical_on_one_two_and_four_workers(client):
     X, T = data("mse")
     nets = []
-    for ctx in (one_worker, dask.config.set):
+    for ctx in (one_worker, dask.config.set, four_workers):
         net = nbmlp.MLP((4, 5, 3), seed=7, loss="mse")
         with ctx():
             net.fit(chunked(X), chunked(T), epochs=3, lr=0.05, optimizer="adam", batch_size=40, seed=3)
         nets.append(net)
-    assert nets[0].loss_history == nets[1].loss_history
-    for p, q in zip(nets[0].W + nets[0].b, nets[1].W + nets[1].b):
-        np.testing.assert_array_equal(p, q)
+    for other in nets[1:]:
+        assert other.loss_history == nets[0].loss_history
+        for p, q in zip(other.W + other.b, nets[0].W + nets[0].b):
+            np.testing.assert_array_equal(p, q)
 
 
 def test_fit_refuses_validation_on_dask(client):
