@@ -33,6 +33,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import nbmlp  # noqa: E402
 
+try:
+    from distributed import LocalCluster
+except ImportError:  # pragma: no cover
+    sys.exit('bench/dask_scaling.py needs the dask extra: pip install "nbmlp[dask]"')
+
 
 def _sizes(text):
     try:
@@ -88,6 +93,10 @@ def make_data(da, n, rows, args):
     return X, T
 
 
+def local_cluster(workers):
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+
+
 def timed(fn, repeats):
     fn()  # warm-up: compiles (or loads the cache) on every worker
     times = []
@@ -111,8 +120,10 @@ def main(argv=None):
     args = parse_args(argv)
     import dask
     import dask.array as da
-    from distributed import Client, LocalCluster, wait
+    from distributed import Client, wait
 
+    # Numba reads its thread count when a worker process starts: set it before the spawn.
+    dask.config.set({"distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": 1})
     net = make_net(args)
     d0 = args.sizes[0]
     n = int(args.gb * 1e9 / (8 * d0))
@@ -125,8 +136,7 @@ def main(argv=None):
     print("| workers | step (median) | repeats | samples/s | speed-up |\n|---:|---:|---|---:|---:|")
     base = None
     for w in args.workers:
-        with LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          env={"NUMBA_NUM_THREADS": "1"}) as cluster, Client(cluster):
+        with local_cluster(w) as cluster, Client(cluster):
             X, T = make_data(da, n, rows, args)
             X, T = dask.persist(X, T)
             wait([X, T])
@@ -142,8 +152,7 @@ def main(argv=None):
     print("| chunks | rows | step (median) | compute | overhead | bytes moved / step (upper bound) |")
     print("|---:|---:|---:|---:|---:|---:|")
     counts = (4, 16) if args.quick else (4, 16, 64)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      env={"NUMBA_NUM_THREADS": "1"}) as cluster, Client(cluster):
+    with local_cluster(2) as cluster, Client(cluster):
         for m in counts:
             X, T = make_data(da, m * args.tiny_rows, args.tiny_rows, args)
             X, T = dask.persist(X, T)

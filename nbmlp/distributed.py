@@ -480,6 +480,50 @@ def connect(address=None, *, workers=None, timeout=CONNECT_TIMEOUT):
         raise ConnectionError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s") from exc
 
 
-__all__ = ["CONNECT_TIMEOUT", "ChunkedBatch", "Parameters", "accuracy", "add_partials", "align", "chunk_partial",
-           "classifier_targets", "connect", "fit", "forward", "gradient_sums", "is_dask_collection", "loss",
-           "predict_blocks", "r2", "regressor_targets", "run_trainer", "tree_sum"]
+class Session:
+    """What ``python -m nbmlp train --scheduler ADDRESS`` / ``--workers N`` needs, in three calls.
+
+    ``Session(scheduler, workers)`` connects (or, with both None, does nothing: training stays in
+    memory); ``place(X, T)`` sends in-memory arrays to the workers once, as row chunks (two per
+    worker); ``run(trainer, X, T, epochs)`` runs :meth:`nbmlp.Trainer.run` or, on placed arrays,
+    :func:`run_trainer`; ``close()`` closes the client and a local cluster.  A context manager too.
+    """
+
+    def __init__(self, scheduler=None, workers=None, *, timeout=CONNECT_TIMEOUT):
+        self.client = None if scheduler is None and workers is None else connect(scheduler, workers=workers,
+                                                                                 timeout=timeout)
+        self.local = workers is not None
+
+    def place(self, *arrays):
+        if self.client is None:
+            return arrays
+        _, da = _dask()
+        n = len(arrays[0])
+        parts = 2 * max(1, len(self.client.scheduler_info()["workers"]))
+        rows = max(1, -(-n // parts))
+        placed = [da.from_array(np.ascontiguousarray(a), chunks=(rows,) + (-1,) * (np.ndim(a) - 1)) for a in arrays]
+        return tuple(self.client.persist(placed))
+
+    def run(self, trainer, X, T, epochs):
+        if is_dask_collection(X):
+            return run_trainer(trainer, X, T, epochs)
+        return trainer.run(X, T, epochs)
+
+    def close(self):
+        if self.client is not None:
+            cluster = self.client.cluster if self.local else None
+            self.client.close()
+            if cluster is not None:
+                cluster.close()
+            self.client = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+__all__ = ["CONNECT_TIMEOUT", "ChunkedBatch", "Parameters", "Session", "accuracy", "add_partials", "align",
+           "chunk_partial", "classifier_targets", "connect", "fit", "forward", "gradient_sums",
+           "is_dask_collection", "loss", "predict_blocks", "r2", "regressor_targets", "run_trainer", "tree_sum"]

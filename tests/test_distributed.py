@@ -20,6 +20,7 @@ from conftest import rel_err
 
 import nbmlp
 from nbmlp import distributed as nd
+from nbmlp.training import Trainer
 
 dask = pytest.importorskip("dask", reason='dask is not installed (pip install "nbmlp[dask]")')
 da = pytest.importorskip("dask.array", reason='dask is not installed (pip install "nbmlp[dask]")')
@@ -31,8 +32,7 @@ N, CHUNK = 103, 20  # 6 chunks, the last one short
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = dd.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                              env={"NUMBA_NUM_THREADS": "1"})
+    cluster = dd.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     c = dd.Client(cluster)
     try:
         yield c
@@ -157,6 +157,22 @@ def test_unreachable_scheduler_is_one_clear_error():
     with pytest.raises(ConnectionError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         nd.connect("tcp://127.0.0.1:9", timeout=2)
     assert time.perf_counter() - start < 30
+
+
+def test_session_places_arrays_and_trains_on_a_scheduler(client):
+    X, T = data()
+    with nd.Session() as memory:  # neither address nor workers: in memory, nothing placed
+        assert memory.client is None and memory.place(X, T)[0] is X
+    a = nbmlp.MLP((4, 5, 3), seed=12)
+    b = nbmlp.MLP((4, 5, 3), seed=12)
+    with nd.Session(client.scheduler.address, timeout=30) as session:
+        Xd, Td = session.place(X, T)
+        assert isinstance(Xd, da.Array) and len(Xd.chunks[0]) == 4  # two chunks per worker
+        session.run(Trainer(b, lr=0.05, batch_size=25, seed=1, optimizer="momentum"), Xd, Td, 3)
+    Trainer(a, lr=0.05, batch_size=25, seed=1, optimizer="momentum").run(X, T, 3)
+    assert client.status == "running"  # closing the session's client leaves the cluster it connected to
+    for p, q in zip(b.W + b.b, a.W + a.b):
+        assert rel_err(p, q) <= 1e-12
 
 
 def test_nbmlp_imports_without_dask():
