@@ -140,8 +140,14 @@ def _rebuild(template, params: Parameters):
     return net
 
 
-def chunk_partial(template, params: Parameters, x, t, rows, mean: bool):
+def row_pair(x, t):
+    """One chunk's rows and targets, as one object."""
+    return x, t
+
+
+def chunk_partial(template, params: Parameters, block, rows, mean: bool):
     """On a worker: (loss, dW..., db...) summed over the rows of one chunk (``rows`` of it, if given), in float64."""
+    x, t = block
     if rows is not None:
         x, t = x[rows], t[rows]
     g = _rebuild(template, params).gradients(x, t)
@@ -168,19 +174,54 @@ def tree_sum(parts, add):
     return level[0]
 
 
+def _current_client():
+    """The default ``distributed.Client``, or None (no distributed, or none started)."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def _holders(blocks):
+    """For each persisted block, the workers that hold it (None without a distributed client)."""
+    client = _current_client()
+    if client is None or not all(hasattr(b, "key") for b in blocks):
+        return [None] * len(blocks)
+    from distributed import wait
+
+    wait(blocks)
+    who = client.who_has(blocks)
+    return [list(who.get(b.key, ())) or None for b in blocks]
+
+
+def _near(holder, task, *args):
+    """``task(*args)`` placed on the worker that holds the chunk; elsewhere only if that worker is gone."""
+    dask, _ = _dask()
+    if holder is None:
+        return task(*args)
+    with dask.annotate(workers=holder, allow_other_workers=True):
+        return task(*args)
+
+
 class ChunkedBatch:
     """A (X, T) pair of row-chunked dask arrays and the per-chunk tasks of a network's sums over it."""
 
     def __init__(self, net, X, T, *, persist=False):
         dask, _ = _dask()
         X, T = align(X, T, net.sizes[0], net.sizes[-1])
-        if persist:
-            X, T = dask.persist(X, T)
-        self.X, self.T = X, T
         self.n = int(X.shape[0])
         self.bounds = np.concatenate(([0], np.cumsum(X.chunks[0]))).astype(np.int64)
-        self.x_blocks = X.to_delayed().ravel().tolist()
-        self.t_blocks = T.to_delayed().ravel().tolist()
+        # One (x, t) pair per chunk, so that a chunk's rows and targets live on one worker.
+        pair = dask.delayed(row_pair, pure=True)
+        self.blocks = [pair(x, t) for x, t in zip(X.to_delayed().ravel(), T.to_delayed().ravel(), strict=True)]
+        self.holders = [None] * len(self.blocks)
+        if persist:  # kept on the workers (recomputed there if one dies) until this object goes
+            self.blocks = list(dask.persist(*self.blocks))
+            self.holders = _holders(self.blocks)
         self.mean = net.loss_name not in SUM_LOSSES
         self.template = dask.delayed(_template(net), traverse=False)
 
@@ -190,15 +231,15 @@ class ChunkedBatch:
         params = dask.delayed(params, traverse=False)
         task = dask.delayed(chunk_partial, pure=True)
         if rows is None:
-            parts = [task(self.template, params, x, t, None, self.mean)
-                     for x, t in zip(self.x_blocks, self.t_blocks, strict=True)]
+            parts = [_near(holder, task, self.template, params, block, None, self.mean)
+                     for block, holder in zip(self.blocks, self.holders, strict=True)]
         else:
             chunk_of = np.searchsorted(self.bounds, rows, side="right") - 1
             order = np.argsort(chunk_of, kind="stable")
             chunks, starts = np.unique(chunk_of[order], return_index=True)
             groups = np.split(rows[order], starts[1:])
-            parts = [task(self.template, params, self.x_blocks[c], self.t_blocks[c], local - self.bounds[c],
-                          self.mean) for c, local in zip(chunks.tolist(), groups, strict=True)]
+            parts = [_near(self.holders[c], task, self.template, params, self.blocks[c], local - self.bounds[c],
+                           self.mean) for c, local in zip(chunks.tolist(), groups, strict=True)]
         return tree_sum(parts, dask.delayed(add_partials, pure=True))
 
     def sums(self, net, rows=None):
@@ -526,4 +567,5 @@ class Session:
 
 __all__ = ["CONNECT_TIMEOUT", "ChunkedBatch", "Parameters", "Session", "accuracy", "add_partials", "align",
            "chunk_partial", "classifier_targets", "connect", "fit", "forward", "gradient_sums",
-           "is_dask_collection", "loss", "predict_blocks", "r2", "regressor_targets", "run_trainer", "tree_sum"]
+           "is_dask_collection", "loss", "predict_blocks", "r2", "regressor_targets", "row_pair", "run_trainer",
+           "tree_sum"]
