@@ -11,7 +11,13 @@ without it, and dask is only imported once a dask array is handed in.
 What crosses the network per step: the parameters (one task in the graph,
 fetched once by each worker), the batch's row indices for mini-batches, and
 one partial (loss, dL/dW_l, dL/db_l) per chunk, added pairwise on the workers.
-Only the final sum comes back to the client; the rows never do.
+Only the final sum comes back to the client; the rows never do.  For a fit,
+each chunk's rows and targets are persisted together as one pair, and each
+chunk's task is placed on the worker holding the pair (a loose restriction:
+another worker runs it only when that one is gone, after recomputing the
+pair).  Dask's work stealing may still move a pair to an idle worker; a
+scheduler started with ``distributed.scheduler.work-stealing: False`` never
+does.
 
 Determinism.  Chunk c's partial is computed by ``net.gradients`` on chunk c's
 rows (the same kernels as in memory); partials are added in a fixed pairwise
