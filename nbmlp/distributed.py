@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .optim import update_kernels
-from .training import SUM_LOSSES, Trainer
+from .training import ADAPTIVE_FACTOR, ADAPTIVE_MIN_LR, SUM_LOSSES, Trainer
 from .validation import check_positive_int
 
 #: Seconds :func:`connect` waits for a scheduler before giving up.
@@ -379,8 +379,8 @@ def run_trainer(trainer, X, T, epochs: int):
         no_improvement = no_improvement + 1 if epoch_loss > trainer.best_loss - trainer.tol else 0
         trainer.best_loss = min(trainer.best_loss, epoch_loss)
         if trainer.n_iter_no_change is not None and no_improvement > trainer.n_iter_no_change:
-            if trainer.lr_schedule == "adaptive" and trainer.lr / 5.0 >= 1e-6:
-                trainer.lr /= 5.0
+            if trainer.lr_schedule == "adaptive" and trainer.lr / ADAPTIVE_FACTOR >= ADAPTIVE_MIN_LR:
+                trainer.lr /= ADAPTIVE_FACTOR
                 no_improvement = 0
                 continue
             trainer.converged = True

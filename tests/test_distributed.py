@@ -211,6 +211,17 @@ def test_mini_batch_fit_matches_in_memory(client, optimizer):
         assert rel_err(p, q) <= 1e-12
 
 
+@pytest.mark.parametrize("schedule", ["adaptive", "constant"])
+def test_plateaus_stop_or_slow_down_as_in_memory(client, schedule):
+    """tol larger than any improvement: patience runs out at epoch 3; adaptive lowers the rate, constant stops."""
+    a, b = fit_both(dict(lr=0.05, batch_size=40, seed=2, lr_schedule=schedule, n_iter_no_change=1, tol=10.0),
+                    loss="mse", epochs=6)
+    assert len(b.loss_history) == len(a.loss_history) == (6 if schedule == "adaptive" else 3)
+    assert rel_err(b.loss_history, a.loss_history) <= 1e-12
+    for p, q in zip(b.W + b.b, a.W + a.b):
+        assert rel_err(p, q) <= 1e-12
+
+
 @pytest.mark.parametrize("loss", ["half_sse", "mse"])
 def test_full_batch_fit_matches_in_memory(client, loss):
     a, b = fit_both(dict(lr=0.01), loss=loss, epochs=5)
