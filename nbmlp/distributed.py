@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import math
+import socket
 import sys
 from dataclasses import dataclass
 
@@ -502,13 +503,15 @@ def r2(est, X, y, sample_weight=None) -> float:
 # ---------------------------------------------------------------------------
 
 
-def connect(address=None, *, workers=None, timeout=CONNECT_TIMEOUT):
+def connect(address=None, *, workers=None, timeout=None):
     """A ``distributed.Client``: to the scheduler at ``address``, or to a new local cluster of ``workers`` processes.
 
     The client becomes dask's default, so dask arrays handed to nbmlp compute on that cluster.
     Close it (``client.close()``; a local cluster with ``client.cluster.close()``) when done.
-    An unreachable scheduler raises ``ConnectionError`` after ``timeout`` seconds.
+    An unreachable scheduler raises ``ConnectionError`` after ``timeout`` seconds (default
+    :data:`CONNECT_TIMEOUT`).
     """
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:
@@ -521,10 +524,28 @@ def connect(address=None, *, workers=None, timeout=CONNECT_TIMEOUT):
         return Client(cluster)
     if not isinstance(address, str) or not address:
         raise TypeError(f"scheduler address must be a string like 'tcp://host:8786', got {address!r}")
+    from distributed.comm import parse_address, parse_host_port
+    from distributed.comm.registry import backends
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in backends:
+            raise ValueError(f"unknown scheme {scheme!r}, known: {sorted(backends)}")
+        host, port = parse_host_port(location) if scheme in ("tcp", "tls") else (None, None)
+    except ValueError as exc:
+        raise ValueError(f"invalid Dask scheduler address {address!r} (expected e.g. tcp://host:8786): {exc}") from exc
+    unreachable = ConnectionError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s")
+    if host is not None:  # probe first: a Client that fails to connect leaves noise behind when collected
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            raise unreachable from exc
     try:
         return Client(address, timeout=timeout)
     except (OSError, TimeoutError) as exc:
-        raise ConnectionError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s") from exc
+        raise unreachable from exc
+    except Exception as exc:  # something answered, but not a Dask scheduler
+        raise ConnectionError(f"{address} did not answer as a Dask scheduler ({type(exc).__name__})") from exc
 
 
 class Session:
@@ -536,7 +557,7 @@ class Session:
     :func:`run_trainer`; ``close()`` closes the client and a local cluster.  A context manager too.
     """
 
-    def __init__(self, scheduler=None, workers=None, *, timeout=CONNECT_TIMEOUT):
+    def __init__(self, scheduler=None, workers=None, *, timeout=None):
         self.client = None if scheduler is None and workers is None else connect(scheduler, workers=workers,
                                                                                  timeout=timeout)
         self.local = workers is not None

@@ -165,6 +165,10 @@ def test_unreachable_scheduler_is_one_clear_error():
     with pytest.raises(ConnectionError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         nd.connect("tcp://127.0.0.1:9", timeout=2)
     assert time.perf_counter() - start < 30
+    with pytest.raises(ValueError, match="invalid Dask scheduler address 'localhost'.*port"):
+        nd.connect("localhost")
+    with pytest.raises(ValueError, match="unknown scheme 'xyz'"):
+        nd.connect("xyz://127.0.0.1:9")
 
 
 def test_session_places_arrays_and_trains_on_a_scheduler(client):
