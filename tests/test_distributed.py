@@ -187,6 +187,18 @@ def test_session_places_arrays_and_trains_on_a_scheduler(client):
         assert rel_err(p, q) <= 1e-12
 
 
+def test_session_starts_and_stops_a_local_cluster(client):
+    X, T = data()
+    net = nbmlp.MLP((4, 5, 3), seed=13)
+    with nd.Session(workers=1) as session:
+        cluster = session.client.cluster
+        assert len(session.client.scheduler_info()["workers"]) == 1
+        session.run(Trainer(net, lr=0.05), *session.place(X, T), 2)
+    assert session.client is None and cluster.status.name == "closed"
+    assert len(net.loss_history) == 2
+    assert dd.default_client() is client  # the fixture's client is the default again
+
+
 def test_nbmlp_imports_without_dask():
     code = "import sys, nbmlp; assert not any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
