@@ -6,8 +6,7 @@ index-level loops, compiled with Numba, and checked against a NumPy reference.
 >>> g = net.gradients(X, T)                 # g.W[0] is dL/dW1, g.dL_dz[2] is dL/dz^(2)
 """
 
-# kernels_tuned registers the engine "tuned" on import, before ENGINES is read below.
-from . import kernels, kernels_tuned, reference
+from . import kernels, kernels_tuned, ops, reference
 from .datasets import (
     load_digits,
     load_iris,
@@ -23,8 +22,7 @@ from .datasets import (
 from .engines import engine_names, get_engine, register_engine
 from .estimators import MLPClassifier, MLPRegressor
 from .gradcheck import gradcheck
-from .network import ACTIVATIONS, LOSSES, MLP, Gradients
-from .serialization import load
+from .network import ACTIVATIONS, LOSSES, MLP, Gradients, load
 from .training import Trainer, train
 
 __version__ = "0.1.0"
@@ -54,6 +52,7 @@ __all__ = [
     "make_spirals",
     "make_xor",
     "one_hot",
+    "ops",
     "reference",
     "register_engine",
     "standardize",

@@ -349,8 +349,7 @@ def kernel_times(engine, sizes, X, T, lr, dtype, epochs) -> dict:
 
 def sweep(repeats, dtype="float64") -> list:
     """Epoch time per n on SWEEP_SIZES: literal serial/parallel, tuned forced serial/parallel, fused paths, NumPy."""
-    from . import fused
-    from . import kernels_tuned as kt
+    from . import fused, parallel
     from .network import MLP
 
     rows = []
@@ -363,12 +362,12 @@ def sweep(repeats, dtype="float64") -> list:
 
         def forced(run, threshold):
             def go(epochs):
-                saved = kt.PARALLEL_MIN_WORK
-                kt.PARALLEL_MIN_WORK = threshold
+                saved = parallel.PARALLEL_MIN_WORK
+                parallel.PARALLEL_MIN_WORK = threshold
                 try:
                     run(epochs)
                 finally:
-                    kt.PARALLEL_MIN_WORK = saved
+                    parallel.PARALLEL_MIN_WORK = saved
             return go
 
         runners["tuned serial"] = forced(tuned_serial, 1 << 62)

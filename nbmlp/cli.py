@@ -27,9 +27,8 @@ import time
 import numpy as np
 
 from .datasets import DATASETS, standardize, train_test_split
-from .network import ACTIVATIONS, LOSSES, MLP
+from .network import ACTIVATIONS, LOSSES, MLP, load
 from .optim import OPTIMIZERS
-from .serialization import load
 from .training import SCHEDULES, Trainer
 
 #: How many progress lines a non-interactive run prints.

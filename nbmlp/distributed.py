@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import socket
 import sys
 from dataclasses import dataclass
@@ -140,10 +141,26 @@ def _template(net):
     return skeleton
 
 
-def _rebuild(template, params: Parameters):
-    net = copy.copy(template)
-    net.W = [np.array(w) for w in params.W]  # writable copies: received buffers may be read-only
-    net.b = [np.array(b) for b in params.b]
+def pack(obj):
+    """``obj`` as a delayed pickle (protocol 4), unpacked by each task with :func:`unpack`.
+
+    Dask's own transport hands numpy arrays over as views of its message buffers, read-only and
+    not always aligned, which ``check_parameters`` rightly refuses; a protocol-4 pickle unpacks
+    into arrays that own aligned, writable memory.  Packing also freezes ``obj``: later changes on
+    the client do not reach a lazy result.
+    """
+    dask, _ = _dask()
+    return dask.delayed(pickle.dumps(obj, protocol=4), traverse=False)
+
+
+def unpack(blob):
+    return pickle.loads(blob)
+
+
+def _rebuild(template_blob, params_blob):
+    net = unpack(template_blob)
+    params = unpack(params_blob)
+    net.W, net.b = params.W, params.b
     return net
 
 
@@ -152,7 +169,7 @@ def row_pair(x, t):
     return x, t
 
 
-def chunk_partial(template, params: Parameters, block, rows, mean: bool):
+def chunk_partial(template, params, block, rows, mean: bool):
     """On a worker: (loss, dW..., db...) summed over the rows of one chunk (``rows`` of it, if given), in float64."""
     x, t = block
     if rows is not None:
@@ -230,12 +247,12 @@ class ChunkedBatch:
             self.blocks = list(dask.persist(*self.blocks))
             self.holders = _holders(self.blocks)
         self.mean = net.loss_name not in SUM_LOSSES
-        self.template = dask.delayed(_template(net), traverse=False)
+        self.template = pack(_template(net))
 
     def graph(self, params, rows=None):
         """The delayed total of (loss, dW..., db...) over all rows, or over ``rows`` (global indices) if given."""
         dask, _ = _dask()
-        params = dask.delayed(params, traverse=False)
+        params = pack(params)
         task = dask.delayed(chunk_partial, pure=True)
         if rows is None:
             parts = [_near(holder, task, self.template, params, block, None, self.mean)
@@ -267,16 +284,10 @@ class ChunkedBatch:
 # ---------------------------------------------------------------------------
 
 
-def _snapshot(obj):
-    """A frozen copy shipped to the workers (later changes to ``obj`` do not reach a lazy result)."""
-    dask, _ = _dask()
-    return dask.delayed(copy.deepcopy(obj), traverse=False)
-
-
 def forward(net, X):
     """``net.forward`` on every row chunk of X, lazily: a dask array (n x dL) chunked like X."""
     X = _as_row_chunked(X, "X", net.sizes[0])
-    return X.map_blocks(_forward_block_of, _snapshot(_template_with_parameters(net)), dtype=net.dtype,
+    return X.map_blocks(_forward_block_of, pack(_template_with_parameters(net)), dtype=net.dtype,
                         chunks=(X.chunks[0], (net.sizes[-1],)), meta=np.empty((0, 0), dtype=net.dtype))
 
 
@@ -287,8 +298,8 @@ def _template_with_parameters(net):
     return skeleton
 
 
-def _forward_block_of(x, net):
-    return net.forward(x)
+def _forward_block_of(x, net_blob):
+    return unpack(net_blob).forward(x)
 
 
 def loss(net, X, T) -> float:
@@ -453,15 +464,14 @@ def predict_blocks(method, X):
     The estimator is copied when this is called, so refitting it later does not change the result.
     """
     X = _as_row_chunked(X, "X", None)
-    frozen = copy.deepcopy(method.__self__)
-    sample = getattr(frozen, method.__name__)(np.zeros((1, X.shape[1])))
+    sample = method(np.zeros((1, X.shape[1])))
     chunks = (X.chunks[0],) + tuple((s,) for s in sample.shape[1:])
-    return X.map_blocks(_call_block, _snapshot(frozen), method.__name__, dtype=sample.dtype, chunks=chunks,
+    return X.map_blocks(_call_block, pack(method.__self__), method.__name__, dtype=sample.dtype, chunks=chunks,
                         drop_axis=None if sample.ndim == 2 else 1, meta=sample[:0])
 
 
-def _call_block(x, est, name):
-    return getattr(est, name)(x)
+def _call_block(x, est_blob, name):
+    return getattr(unpack(est_blob), name)(x)
 
 
 def _weights(sample_weight, X):
@@ -594,5 +604,5 @@ class Session:
 
 __all__ = ["CONNECT_TIMEOUT", "ChunkedBatch", "Parameters", "Session", "accuracy", "add_partials", "align",
            "chunk_partial", "classifier_targets", "connect", "fit", "forward", "gradient_sums",
-           "is_dask_collection", "loss", "predict_blocks", "r2", "regressor_targets", "row_pair", "run_trainer",
-           "tree_sum"]
+           "is_dask_collection", "loss", "pack", "predict_blocks", "r2", "regressor_targets", "row_pair", "run_trainer",
+           "tree_sum", "unpack"]

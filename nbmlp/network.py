@@ -19,50 +19,34 @@ are indexed by l itself: ``dL_dz[2]`` is the note's dL/dz^(2).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
-from . import distributed
-from .engines import get_engine
+from . import distributed, ops, serialization
+from .engines import engine_names, get_engine
 from .validation import (
+    check_activations,
     check_dtype,
+    check_loss,
     check_matrix,
+    check_parameter_budget,
+    check_parameters,
+    check_path,
+    check_seed,
     check_sizes,
 )
 
-#: activation name -> (forward kernel, backward kernel).  Backward kernels take
-#: the saved output h, never z: every derivative here is a function of h.
-ACTIVATIONS = {
-    "sigmoid": ("sigmoid_forward", "sigmoid_backward"),
-    "tanh": ("tanh_forward", "tanh_backward"),
-    "relu": ("relu_forward", "relu_backward"),
-    "identity": ("identity_forward", "identity_backward"),
-    # softmax's backward is fused with the cross-entropy loss.
-    "softmax": ("softmax_forward", None),
-}
+#: activation name -> (forward kernel, backward kernel), derived from :data:`nbmlp.ops.ACTIVATIONS`.
+#: Backward kernels take the saved output h, never z: every derivative here is a
+#: function of h.  softmax's backward is None: it is fused with the cross-entropy loss.
+ACTIVATIONS = MappingProxyType({name: (op.forward, op.backward) for name, op in ops.ACTIVATIONS.items()})
 
+#: How a loss is computed: which kernels, and on which output (an entry of :data:`nbmlp.ops.LOSSES`).
+LossSpec = ops.Loss
 
-@dataclass(frozen=True)
-class LossSpec:
-    """How a loss is computed: which kernels, and on which output."""
-
-    name: str
-    loss_kernel: str
-    backward_kernel: str
-    #: True when the loss is computed from the logits z_L and its backward
-    #: writes dL/dz_L directly (softmax + cross-entropy, fused).
-    fused_softmax: bool
-    scaling: str
-
-
-LOSSES = {
-    "half_sse": LossSpec("half_sse", "half_sse_loss", "half_sse_backward", False,
-                         "½ Σ_i Σ_k (t_ik - h_ik)^2: a sum over samples and outputs (the note's loss)"),
-    "mse": LossSpec("mse", "mse_loss", "mse_backward", False,
-                    "1/(n d) Σ_i Σ_k (t_ik - h_ik)^2: a mean over samples and outputs"),
-    "cross_entropy": LossSpec("cross_entropy", "softmax_cross_entropy_loss", "softmax_cross_entropy_backward",
-                              True, "-1/n Σ_i Σ_k t_ik log softmax(z)_ik: a mean over samples"),
-}
+#: loss name -> LossSpec: the table of operations' losses.
+LOSSES = ops.LOSSES
 
 
 @dataclass
@@ -90,29 +74,6 @@ class Gradients:
         return f"Gradients(loss={self.loss:.6g}, {shapes})"
 
 
-def _check_activations(activation, output_activation, n_layers, loss: LossSpec) -> tuple:
-    if isinstance(activation, str):
-        names = [activation] * n_layers
-    elif hasattr(activation, "__iter__"):
-        names = list(activation)
-        if len(names) != n_layers:
-            raise ValueError(f"activation lists one name per layer: expected {n_layers}, got {len(names)}")
-    else:
-        raise TypeError(f"activation must be a name or a list of names, got {activation!r}")
-    if output_activation is not None:
-        names[-1] = output_activation
-    elif loss.fused_softmax:
-        names[-1] = "softmax"
-    for l, name in enumerate(names, start=1):
-        if not isinstance(name, str) or name not in ACTIVATIONS:
-            raise ValueError(f"activation of layer {l} must be one of {tuple(ACTIVATIONS)}, got {name!r}")
-        if name == "softmax" and (l != n_layers or not loss.fused_softmax):
-            raise ValueError("softmax is only available as the output activation with loss='cross_entropy'")
-    if loss.fused_softmax and names[-1] != "softmax":
-        raise ValueError(f"loss='cross_entropy' needs output_activation='softmax', got {names[-1]!r}")
-    return tuple(names)
-
-
 class MLP:
     r"""A fully connected network trained by batch backpropagation.
 
@@ -131,8 +92,8 @@ class MLP:
     input_sigmoid : bool
         The note computes ``h0 = sigma(X)``; ``False`` feeds ``h0 = X``.
     activation : str or list of str
-        Activation of every layer (one name) or of each of the L layers.
-        One of ``sigmoid`` (the note's), ``tanh``, ``relu``, ``identity``.
+        Activation of every layer (one name) or of each of the L layers:
+        a name of ``nbmlp.ops.HIDDEN_ACTIVATIONS`` (``sigmoid`` is the note's).
     output_activation : str or None
         Overrides the activation of the last layer.  ``loss="cross_entropy"``
         implies ``"softmax"``.
@@ -141,31 +102,39 @@ class MLP:
         samples and outputs) or ``"cross_entropy"`` (softmax + cross-entropy,
         mean over samples).
 
-    Weights are drawn uniformly from ±sqrt(6 / (d_in + d_out)) (Glorot) --
-    ±sqrt(6 / d_in) (He) for relu layers -- and biases start at zero.
+    Weights are drawn uniformly from ±sqrt(6 / (d_in + d_out)) (Glorot) or
+    ±sqrt(6 / d_in) (He, for the relu family), as the entry of the layer's
+    activation says (``nbmlp.ops.ACTIVATIONS[name].init``); biases start at zero.
     """
 
     def __init__(self, sizes=(4, 5, 3), *, seed=None, dtype="float64", engine="loops", input_sigmoid=True,
                  activation="sigmoid", output_activation=None, loss="half_sse"):
-        self.sizes = check_sizes(sizes)
+        self._sizes = check_sizes(sizes)
         self.dtype = check_dtype(dtype)
+        check_parameter_budget(self._sizes, self.dtype)
         self._ops = get_engine(engine)
         self.engine = engine
         if not isinstance(input_sigmoid, (bool, np.bool_)):
             raise TypeError(f"input_sigmoid must be True or False, got {input_sigmoid!r}")
         self.input_sigmoid = bool(input_sigmoid)
-        if not isinstance(loss, str) or loss not in LOSSES:
-            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
+        self._loss = check_loss(loss)
         self.loss_name = loss
-        self._loss = LOSSES[loss]
-        self.activations = _check_activations(activation, output_activation, self.n_layers, self._loss)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an integer or None, got {seed!r}")
-        self.seed = seed
+        self.activations = check_activations(activation, output_activation, self.n_layers, self._loss)
+        self.seed = check_seed(seed)
         self.loss_history: list[float] = []
         self._init_parameters(np.random.default_rng(seed))
 
     # -- structure -----------------------------------------------------------
+
+    @property
+    def sizes(self) -> tuple:
+        """``(d0, d1, ..., dL)``, fixed when the network is built (the parameters are shaped from it)."""
+        return self._sizes
+
+    @sizes.setter
+    def sizes(self, value):
+        raise AttributeError(f"net.sizes is fixed at {self._sizes} (W and b are shaped from it); "
+                             f"build a new MLP({value!r}) instead")
 
     @property
     def n_layers(self) -> int:
@@ -176,8 +145,7 @@ class MLP:
         self.W, self.b = [], []
         for l in range(1, len(self.sizes)):
             d_in, d_out = self.sizes[l - 1], self.sizes[l]
-            fan = d_in if self.activations[l - 1] == "relu" else d_in + d_out
-            limit = np.sqrt(6.0 / fan)
+            limit = ops.ACTIVATIONS[self.activations[l - 1]].init_limit(d_in, d_out)
             self.W.append(rng.uniform(-limit, limit, size=(d_in, d_out)).astype(self.dtype))
             self.b.append(np.zeros(d_out, dtype=self.dtype))
 
@@ -260,6 +228,7 @@ class MLP:
 
     def forward(self, X) -> np.ndarray:
         """h_L, the network's output for the batch X (n x d0) -> (n x dL); a dask array for a dask X."""
+        check_parameters(self)
         if distributed.is_dask_collection(X):
             return distributed.forward(self, X)
         X = self._check_X(X)
@@ -267,6 +236,7 @@ class MLP:
 
     def loss(self, X, T) -> float:
         """The loss of the batch (X, T); for the note's loss, ½ Σ_i Σ_k (t_ik - h_L,ik)^2."""
+        check_parameters(self)
         if distributed.is_dask_collection(X) or distributed.is_dask_collection(T):
             return distributed.loss(self, X, T)
         X = self._check_X(X)
@@ -276,6 +246,7 @@ class MLP:
 
     def gradients(self, X, T) -> Gradients:
         """One forward and one backward pass: every gradient of the note, see :class:`Gradients`."""
+        check_parameters(self)
         if distributed.is_dask_collection(X) or distributed.is_dask_collection(T):
             return Gradients(**distributed.gradient_sums(self, X, T))
         X = self._check_X(X)
@@ -298,20 +269,56 @@ class MLP:
         weight decay, schedules, validation, early stopping): see
         :class:`nbmlp.training.Trainer`, which runs every fit.
         """
-        if distributed.is_dask_collection(X) or distributed.is_dask_collection(T):
-            return distributed.fit(self, X, T, epochs, lr, callback=callback, **options)
         from .training import train
 
+        check_parameters(self)
+        if distributed.is_dask_collection(X) or distributed.is_dask_collection(T):
+            return distributed.fit(self, X, T, epochs, lr, callback=callback, **options)
         train(self, X, T, epochs=epochs, lr=lr, callback=callback, **options)
         return self
 
     # -- persistence -----------------------------------------------------------
 
-    def save(self, path, *, metadata=None) -> None:
-        """Write the architecture and parameters to ``path`` (``.npz``, no pickle); see :func:`nbmlp.load`."""
-        from .serialization import save
+    #: Attributes other than the parameters that a saved file carries (None / [] when a net lacks them).
+    SAVED_ATTRIBUTES = {"loss_history": list, "validation_loss_history": list, "validation_score_history": list,
+                        "optimizer_state": None, "preprocessing": None, "classes": None}
 
-        save(self, path, metadata=metadata)
+    def to_state(self) -> dict:
+        """Everything :meth:`save` writes, as a dict of plain values (the live arrays, not copies)."""
+        check_parameters(self)
+        state = {"sizes": self.sizes, "activations": self.activations, "loss": self.loss_name,
+                 "input_sigmoid": self.input_sigmoid, "dtype": self.dtype.name, "engine": self.engine,
+                 "W": self.W, "b": self.b}
+        for name, default in self.SAVED_ATTRIBUTES.items():
+            value = getattr(self, name, None)
+            state[name] = default() if value is None and default is not None else value
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict, *, engine: str | None = None) -> MLP:
+        """The network a state dict describes (:meth:`to_state`, or :func:`nbmlp.serialization.load_state`).
+
+        ``engine`` overrides the saved engine (the saved one is used if registered, otherwise ``"loops"``).
+        """
+        if engine is None:
+            engine = state["engine"] if state["engine"] in engine_names() else "loops"
+        net = cls(state["sizes"], seed=0, dtype=state["dtype"], engine=engine, input_sigmoid=state["input_sigmoid"],
+                  activation=list(state["activations"]), loss=state["loss"])
+        net.W = [np.array(w, dtype=net.dtype, order="C") for w in state["W"]]
+        net.b = [np.array(b, dtype=net.dtype, order="C") for b in state["b"]]
+        for name, default in cls.SAVED_ATTRIBUTES.items():
+            value = state.get(name)
+            setattr(net, name, list(value) if default is list and value is not None else value)
+        check_parameters(net)
+        return net
+
+    def save(self, path, *, metadata=None) -> None:
+        """Write the network to ``path`` (``.npz``, no pickle, atomically); see :func:`nbmlp.load`.
+
+        ``metadata`` is an optional dict of extra numbers, strings or arrays stored
+        next to the network; read it back with ``load(path, return_metadata=True)``.
+        """
+        serialization.save_state(self.to_state(), path, metadata=metadata)
 
     def __getstate__(self):
         # The engine's kernels are compiled functions: pickle the engine's name, not its namespace.
@@ -320,5 +327,28 @@ class MLP:
         return state
 
     def __setstate__(self, state):
+        if "sizes" in state:  # pickled when sizes was a plain attribute
+            state["_sizes"] = state.pop("sizes")
         self.__dict__.update(state)
         self._ops = get_engine(self.engine)
+
+
+def load(path, *, engine: str | None = None, return_metadata: bool = False):
+    """Read a network written by :meth:`MLP.save`; returns the :class:`MLP`.
+
+    ``engine`` overrides the saved engine (the saved one is used if registered,
+    otherwise ``"loops"``).  With ``return_metadata=True`` returns
+    ``(net, metadata)``.  Raises ``ValueError`` naming the file for any file
+    that is not a complete, consistent nbmlp model (see
+    :mod:`nbmlp.serialization`), ``FileNotFoundError`` if there is no file.
+    """
+    if engine is not None:
+        get_engine(engine)  # a bad engine argument is the caller's error, not the file's
+    path = check_path(path)
+    state = serialization.load_state(path)
+    try:
+        net = MLP.from_state(state, engine=engine)
+    except (TypeError, ValueError) as exc:
+        raise serialization.ModelFileError(f"{path!r} is not a valid nbmlp model file: "
+                                           f"its architecture is not valid: {exc}") from exc
+    return (net, state["metadata"]) if return_metadata else net
