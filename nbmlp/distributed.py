@@ -572,6 +572,13 @@ class Session:
                                                                                  timeout=timeout)
         self.local = workers is not None
 
+    def __str__(self):
+        if self.client is None:
+            return "in memory"
+        workers = len(self.client.scheduler_info()["workers"])
+        kind = "a local Dask cluster" if self.local else "the Dask scheduler at " + self.client.scheduler.address
+        return f"on {kind} with {workers} worker{'s' if workers != 1 else ''}"
+
     def place(self, *arrays):
         if self.client is None:
             return arrays

@@ -8,6 +8,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -197,6 +198,27 @@ def test_session_starts_and_stops_a_local_cluster(client):
     assert session.client is None and cluster.status.name == "closed"
     assert len(net.loss_history) == 2
     assert dd.default_client() is client  # the fixture's client is the default again
+
+
+def test_cli_trains_on_a_scheduler(client):
+    from nbmlp.cli import main
+
+    final = {}
+    for name, extra in (("cluster", ["--scheduler", client.scheduler.address]), ("memory", [])):
+        out = io.StringIO()
+        assert main(["train", "--data", "iris", "--epochs", "4", "--batch-size", "30", "--quiet", *extra],
+                    stream=out) == 0
+        final[name] = out.getvalue().split("final loss ")[1].split()[0]
+    assert final["cluster"] == final["memory"]
+
+
+def test_cli_unreachable_scheduler_is_one_line(capsys):
+    from nbmlp.cli import main
+
+    assert main(["train", "--data", "iris", "--epochs", "2", "--quiet", "--scheduler", "tcp://127.0.0.1:9"],
+                stream=io.StringIO()) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: cannot reach the Dask scheduler at tcp://127.0.0.1:9 within 10 s", err
 
 
 def test_nbmlp_imports_without_dask():
