@@ -374,9 +374,9 @@ def sweep(repeats, dtype="float64") -> list:
         runners["tuned parallel"] = forced(tuned_parallel, 0)
         net_a = MLP(SWEEP_SIZES, seed=0, dtype=dtype)
         net_b = MLP(SWEEP_SIZES, seed=0, dtype=dtype)
-        runners["fused compiled loop"] = lambda e, net=net_a, X=X, T=T, lr=lr: fused._fit_small(net, X, T, e, lr,
+        runners["fused compiled loop"] = lambda e, net=net_a, X=X, T=T, lr=lr: fused.fit_small(net, X, T, e, lr,
                                                                                                None)
-        runners["fused kernel loop"] = lambda e, net=net_b, X=X, T=T, lr=lr: fused._fit_kernels(net, X, T, e, lr,
+        runners["fused kernel loop"] = lambda e, net=net_b, X=X, T=T, lr=lr: fused.fit_kernels(net, X, T, e, lr,
                                                                                                None)
         plan = time_round_robin(runners, repeats)
         for name, p in plan.items():

@@ -50,8 +50,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .compiled import ADAPTIVE_FACTOR, ADAPTIVE_MIN_LR, SUM_LOSSES
 from .optim import update_kernels
-from .training import ADAPTIVE_FACTOR, ADAPTIVE_MIN_LR, SUM_LOSSES, Trainer
+from .training import Trainer
 from .validation import check_positive_int
 
 #: Seconds :func:`connect` waits for a scheduler before giving up.
@@ -316,8 +317,10 @@ def gradient_sums(net, X, T) -> dict:
     return {"W": dW, "b": db, "loss": value, "dL_dz": None, "dL_dh": None, "z": None, "h": None}
 
 
-def fit(net, X, T, epochs, lr, *, callback=None, **options):
+def fit(net, X, T, epochs, lr, *, callback=None, sample_weight=None, **options):
     """``net.fit`` on dask arrays: a :class:`nbmlp.Trainer` (same options, same checks) run by :func:`run_trainer`."""
+    if sample_weight is not None:
+        raise ValueError("sample_weight is not available on dask arrays: train without it")
     run_trainer(Trainer(net, lr=lr, callback=callback, **options), X, T, epochs)
     return net
 
@@ -348,6 +351,18 @@ def run_trainer(trainer, X, T, epochs: int):
         raise ValueError("validation and early stopping are not available on dask arrays: "
                          "train without them and score a held-out dask array afterwards")
     batch_data = ChunkedBatch(net, X, T, persist=True)
+    trainer._load_state()  # continue from net.optimizer_state, as Trainer.run does
+    try:
+        _run_epochs(trainer, batch_data, epochs)
+    finally:
+        trainer._store_state()
+    if trainer.stop_reason is None:
+        trainer.stop_reason = "max_epochs"
+    return trainer
+
+
+def _run_epochs(trainer, batch_data, epochs):
+    net = trainer.net
     n = batch_data.n
     decay = trainer.weight_decay
     ops = update_kernels(net.engine)
@@ -398,9 +413,6 @@ def run_trainer(trainer, X, T, epochs: int):
             trainer.converged = True
             trainer.stop_reason = "converged"
             break
-    if trainer.stop_reason is None:
-        trainer.stop_reason = "max_epochs"
-    return trainer
 
 
 # ---------------------------------------------------------------------------

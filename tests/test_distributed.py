@@ -294,11 +294,27 @@ def test_fit_is_bit_identical_on_one_two_and_four_workers(client):
             np.testing.assert_array_equal(p, q)
 
 
+def test_two_fits_continue_like_one(client):
+    """net.optimizer_state carries Adam's moments and the shuffling across fits, on dask as in memory."""
+    X, T = data("mse")
+    options = dict(lr=0.05, optimizer="adam", batch_size=40, seed=4)
+    once = nbmlp.MLP((4, 5, 3), seed=14, loss="mse")
+    once.fit(chunked(X), chunked(T), epochs=4, **options)
+    twice = nbmlp.MLP((4, 5, 3), seed=14, loss="mse")
+    twice.fit(chunked(X), chunked(T), epochs=2, **options)
+    twice.fit(chunked(X), chunked(T), epochs=2, **options)
+    assert twice.loss_history == once.loss_history
+    for p, q in zip(twice.W + twice.b, once.W + once.b):
+        np.testing.assert_array_equal(p, q)
+
+
 def test_fit_refuses_validation_on_dask(client):
     X, T = data()
     net = nbmlp.MLP((4, 5, 3), seed=8)
     with pytest.raises(ValueError, match="not available on dask arrays"):
         net.fit(chunked(X), chunked(T), epochs=2, validation_fraction=0.2)
+    with pytest.raises(ValueError, match="sample_weight is not available on dask arrays"):
+        net.fit(chunked(X), chunked(T), epochs=2, sample_weight=np.ones(N))
 
 
 def test_a_worker_that_dies_mid_fit_is_survived(client):
