@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from .datasets import DATASETS, standardize, train_test_split
+from .distributed import Session
 from .network import ACTIVATIONS, LOSSES, MLP, load
 from .optim import OPTIMIZERS
 from .training import SCHEDULES, Trainer
@@ -117,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=0.0, help="L2 term λ·½Σw² added to the loss")
     g.add_argument("--schedule", default="constant", choices=SCHEDULES, help="learning-rate schedule")
     g.add_argument("--seed", type=int, default=0, help="seeds the split, the weights and the shuffling")
+    g = train.add_argument_group("cluster (needs the dask extra)")
+    g.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="train on the Dask cluster whose scheduler is at ADDRESS, e.g. tcp://host:8786")
+    g.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="train on a new local Dask cluster of N worker processes")
     g = train.add_argument_group("output")
     g.add_argument("--save", metavar="MODEL.npz", default=None, help="write the trained model here")
     g.add_argument("--plot", metavar="LOSS.png", default=None,
@@ -239,6 +245,8 @@ def _plot(history, path, title):
 
 
 def train_command(args, parser, stream) -> int:
+    if args.scheduler is not None and args.workers is not None:
+        parser.error("give --scheduler or --workers, not both")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib, the optional 'plot' extra: pip install 'nbmlp[plot]'")
     X, y, class_names = _load_training_data(args.data, parser)
@@ -272,6 +280,14 @@ def train_command(args, parser, stream) -> int:
     print(f"  activations {'/'.join(net.activations)}, loss {args.loss}, optimizer {args.optimizer}, "
           f"lr {args.lr}, batch {args.batch_size or 'full'}, {args.epochs} epochs, {args.dtype}, "
           f"engine {args.engine}", file=stream)
+    try:
+        session = Session(args.scheduler, args.workers)
+    except (ConnectionError, ImportError, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    X_fit, T_fit = session.place(X_train, T_train)
+    if session.client is not None:
+        print(f"  training {session}: rows sent once, then parameters and partial sums per step", file=stream)
     progress = None if args.quiet else _Progress(args.epochs, stream)
     chunk = max(1, args.epochs // PROGRESS_LINES)
     start = time.perf_counter()
@@ -279,13 +295,15 @@ def train_command(args, parser, stream) -> int:
     try:
         while done < args.epochs:
             step = min(chunk, args.epochs - done)
-            trainer.run(X_train, T_train, step)
+            session.run(trainer, X_fit, T_fit, step)
             done += step
             if progress is not None:
                 progress(done, trainer.loss_history[-1], _accuracy(net, X_train, y_train))
     except FloatingPointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        session.close()
     seconds = time.perf_counter() - start
     report = f"trained in {seconds:.2f} s; train accuracy {_accuracy(net, X_train, y_train):.2%}"
     if len(y_test):

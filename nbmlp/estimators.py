@@ -33,6 +33,7 @@ import warnings
 
 import numpy as np
 
+from . import distributed
 from .engines import get_engine
 from .network import MLP
 from .training import Trainer
@@ -244,7 +245,8 @@ class _BaseMLP:
         trainer.callback = self._report if self.verbose else None
         trainer.validation_score = self._score_net if trainer.early_stopping else None
         try:
-            trainer.run(X, T, epochs)
+            (distributed.run_trainer(trainer, X, T, epochs) if distributed.is_dask_collection(X)
+             else trainer.run(X, T, epochs))
         finally:
             trainer.callback = None  # keep the estimator picklable and free of references
             trainer.validation_score = None
@@ -411,6 +413,8 @@ class MLPClassifier(_BaseMLP):
 
     def fit(self, X, y):
         """Train on X (n_samples, n_features) and class labels y (n_samples,); returns self."""
+        if distributed.is_dask_collection(X) or distributed.is_dask_collection(y):
+            return self._fit(*distributed.classifier_targets(self, X, y), incremental=False)
         self._validate_params()
         X = self._check_Xy(X, y)
         classes = self.classes_ if (self.warm_start and hasattr(self, "classes_")) else None
@@ -433,6 +437,8 @@ class MLPClassifier(_BaseMLP):
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``."""
+        if distributed.is_dask_collection(X):
+            return distributed.predict_blocks(self.predict_proba, X)
         return self._forward(X)
 
     def predict_log_proba(self, X):
@@ -442,11 +448,15 @@ class MLPClassifier(_BaseMLP):
 
     def predict(self, X):
         """The most probable class of every row of X."""
+        if distributed.is_dask_collection(X):
+            return distributed.predict_blocks(self.predict, X)
         self._check_fitted()
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def score(self, X, y, sample_weight=None):
         """Mean accuracy on (X, y) (weighted by ``sample_weight`` if given)."""
+        if distributed.is_dask_collection(X):
+            return distributed.accuracy(self, X, y, sample_weight)
         correct = (self.predict(X) == np.asarray(y)).astype(np.float64)
         return float(np.average(correct, weights=sample_weight))
 
@@ -496,6 +506,9 @@ class MLPRegressor(_BaseMLP):
 
     def fit(self, X, y):
         """Train on X (n_samples, n_features) and targets y (n_samples,) or (n_samples, n_outputs); returns self."""
+        if distributed.is_dask_collection(X) or distributed.is_dask_collection(y):
+            X, T, self._y_1d = distributed.regressor_targets(X, y)
+            return self._fit(X, T, incremental=False)
         X, T, one_d = self._targets(X, y)
         self._y_1d = one_d
         return self._fit(X, T, incremental=False)
@@ -509,6 +522,8 @@ class MLPRegressor(_BaseMLP):
 
     def predict(self, X):
         """The network's outputs for X: (n_samples,) if fitted on 1-D y, else (n_samples, n_outputs)."""
+        if distributed.is_dask_collection(X):
+            return distributed.predict_blocks(self.predict, X)
         out = self._forward(X)
         return out[:, 0] if self._y_1d else out
 
@@ -527,6 +542,8 @@ class MLPRegressor(_BaseMLP):
 
     def score(self, X, y, sample_weight=None):
         """Coefficient of determination R^2, averaged uniformly over outputs (as scikit-learn)."""
+        if distributed.is_dask_collection(X):
+            return distributed.r2(self, X, y, sample_weight)
         return self._r2(y, self.predict(X), sample_weight)
 
     def _score_net(self, net, Xv, Tv):

@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from . import ops, serialization
+from . import distributed, ops, serialization
 from .engines import engine_names, get_engine
 from .training import train
 from .validation import (
@@ -264,14 +264,18 @@ class MLP:
     # -- public API ------------------------------------------------------------
 
     def forward(self, X) -> np.ndarray:
-        """h_L, the network's output for the batch X (n x d0) -> (n x dL)."""
+        """h_L, the network's output for the batch X (n x d0) -> (n x dL); a dask array for a dask X."""
         check_parameters(self)
+        if distributed.is_dask_collection(X):
+            return distributed.forward(self, X)
         X = self.check_X(X)
         return self.forward_pass(X)[1][-1]
 
     def loss(self, X, T) -> float:
         """The loss of the batch (X, T); for the note's loss, ½ Σ_i Σ_k (t_ik - h_L,ik)^2."""
         check_parameters(self)
+        if distributed.is_dask_collection(X) or distributed.is_dask_collection(T):
+            return distributed.loss(self, X, T)
         X = self.check_X(X)
         T = self.check_T(T, X.shape[0])
         z, h = self.forward_pass(X)
@@ -280,6 +284,8 @@ class MLP:
     def gradients(self, X, T) -> Gradients:
         """One forward and one backward pass: every gradient of the note, see :class:`Gradients`."""
         check_parameters(self)
+        if distributed.is_dask_collection(X) or distributed.is_dask_collection(T):
+            return Gradients(**distributed.gradient_sums(self, X, T))
         X = self.check_X(X)
         T = self.check_T(T, X.shape[0])
         z, h = self.forward_pass(X)
@@ -306,6 +312,8 @@ class MLP:
         :class:`nbmlp.training.Trainer`, which runs every fit.
         """
         check_parameters(self)
+        if distributed.is_dask_collection(X) or distributed.is_dask_collection(T):
+            return distributed.fit(self, X, T, epochs, lr, callback=callback, sample_weight=sample_weight, **options)
         train(self, X, T, epochs=epochs, lr=lr, callback=callback, sample_weight=sample_weight, **options)
         return self
 
