@@ -51,12 +51,12 @@ rounding (the sums are the same, a few are added in another order and
 multiply-adds are fused; float32 nets compute σ in float32); the tests hold the
 loss trajectories and the final parameters to 1e-10 in float64 and 1e-4 in float32.
 
-Developer note: Numba's on-disk cache of :func:`_train_small` is keyed by this
-file only, not by the tuned-tier helpers it inlines (exp, sigmoid, lane sums);
-after editing ``kernels_tuned.py``, delete ``nbmlp/__pycache__/fused.*`` (or
-touch this file), or a stale compiled loop keeps running the old helpers.  CI and
-users installing a release start from a fresh clone / wheel with no cache, so
-only a working tree that compiled before the edit is exposed.
+Compile time: the helpers below (row combinations, σ′, the wide-layer product, the
+transpose) are ordinary compiled functions, not inlined into :func:`_train_small` at
+Numba's IR level; LLVM still inlines the small ones, and the 8 x 8 product tile is
+compiled once instead of once per call site (the cold compile of ``python -m nbmlp``
+halves).  A stale cache cannot outlive an edit of a helper: :mod:`nbmlp._jit` stamps
+every nbmlp cache entry with a hash of all nbmlp sources.
 
 If a loss or a gradient becomes NaN or infinite, the parameters that gave the
 last finite loss are put back and ``FloatingPointError`` is raised, as
@@ -79,7 +79,7 @@ from . import ops
 from .kernels_tuned import (
     TILE_COLS,
     TUNED_FLAGS,
-    _tile,
+    tile_product,
     exp_nonpositive,
     lane_dot_rows,
     lane_sum,
@@ -133,7 +133,7 @@ def _sigmoid_same_overload(z):
     return lambda z: sigmoid_fast(np.float64(z))
 
 
-@njit(inline="always", **TUNED_FLAGS)
+@njit(**TUNED_FLAGS)
 def _combine_rows(out, r, X, w, w0, ws, m):
     r"""out[r, i] = Σ_{j<m} w[w0 + j ws] X[j, i], j ascending, vectorized over i; up to four terms per pass.
 
@@ -180,7 +180,7 @@ def _combine_rows(out, r, X, w, w0, ws, m):
         j += 1
 
 
-@njit(inline="always", **TUNED_FLAGS)
+@njit(**TUNED_FLAGS)
 def _activation_backward(out, r, h, hr, act, one):
     """out[r, i] <- out[r, i] act'(z_i), written with the saved output h[hr] (as the literal kernels do).
 
@@ -198,15 +198,15 @@ def _activation_backward(out, r, h, hr, act, one):
             out[r, i] = out[r, i] if h[hr, i] > 0.0 else 0.0
 
 
-@njit(inline="always", **TUNED_FLAGS)
+@njit(**TUNED_FLAGS)
 def _product(C, A, a_transposed, B, no_bias):
     r"""C = A·B (or Aᵀ·B) with the tuned tier's 8 x 8 register tile, one panel of columns at a time."""
     R, Q = C.shape
     for c0 in range(0, Q, TILE_COLS):
-        _tile(C, A, a_transposed, B, no_bias, 0, R, c0, min(Q, c0 + TILE_COLS))
+        tile_product(C, A, a_transposed, B, no_bias, 0, R, c0, min(Q, c0 + TILE_COLS))
 
 
-@njit(inline="always", **TUNED_FLAGS)
+@njit(**TUNED_FLAGS)
 def _transpose_into(out, a):
     """out[q, p] = a[p, q]."""
     P, Q = a.shape

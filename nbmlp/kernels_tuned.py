@@ -17,7 +17,7 @@ kernel.  What changes, and why:
    the packing, nothing is copied whole), an 8-row register tile of C updated
    by 512-bit fused multiply-adds, blocks sized for the caches.  Each Σ runs
    over its index in ascending order, the bias is added after it.
-2. :func:`_tile`, the earlier 8 x 8 register tile, stays for nbmlp.fused's
+2. :func:`tile_product`, the earlier 8 x 8 register tile, stays for nbmlp.fused's
    compiled loop.
 3. **Element-wise kernels run on the flattened n·d array** in chunks of
    :data:`CHUNK` elements, so short rows (d = 3) still fill SIMD lanes.
@@ -82,7 +82,7 @@ TUNED_FLAGS = {"cache": True, "fastmath": {"contract"}, "nogil": True, "error_mo
 #: Elements per chunk of the flat element-wise kernels and the loss sums.
 CHUNK = 4096
 
-#: Columns per panel of :func:`_tile` (the register-tiled product of nbmlp.fused)
+#: Columns per panel of :func:`tile_product` (the register-tiled product of nbmlp.fused)
 #: and per prange iteration of :func:`_column_sums`.
 TILE_COLS = 256
 
@@ -734,7 +734,7 @@ def _softmax_cross_entropy_loss(z, t):
 
 
 @tuned_helper
-def _tile(C, A, a_transposed, B, bias, r0, r1, c0, c1):
+def tile_product(C, A, a_transposed, B, bias, r0, r1, c0, c1):
     r"""C[r, c] = Σ_p A(r, p) B[p, c] (+ bias[c]) for r0 <= r < r1, c0 <= c < c1.
 
     A(r, p) is A[r, p], or A[p, r] when ``a_transposed``.  The Σ over p runs in
