@@ -7,7 +7,7 @@ formula at once; tests and ``bench/`` iterate over the same registry, so every
 implementation that is timed is also tested.
 
 * ``"loops"``          -- literal loop kernels; serial or parallel by the amount of work
-  (:func:`kernel_work`), chosen by :func:`nbmlp.parallel.pick`.  The default.
+  (:func:`kernel_work`), chosen and run by :func:`nbmlp.parallel.call`.  The default.
 * ``"loops-serial"``   -- literal loop kernels, always the serial compilation.
 * ``"loops-parallel"`` -- literal loop kernels, always the ``prange`` compilation.
 * ``"numpy"``          -- :mod:`nbmlp.reference`, vectorized NumPy.
@@ -22,7 +22,7 @@ from __future__ import annotations
 from types import MappingProxyType, SimpleNamespace
 
 from . import kernels, kernels_tuned, ops, reference
-from .parallel import pick
+from .parallel import call
 
 #: Every engine provides exactly these functions (derived from :mod:`nbmlp.ops`).
 KERNEL_NAMES = ops.kernel_names()
@@ -41,7 +41,7 @@ def _auto(name):
     parallel = getattr(kernels, name)
 
     def dispatch(*args):
-        return pick(parallel, kernel_work(name, args))(*args)
+        return call(parallel, kernel_work(name, args), *args)
 
     dispatch.__name__ = name
     dispatch.__doc__ = parallel.__doc__

@@ -53,7 +53,7 @@ Parallelism follows the literal tier's rule: ``prange`` runs over tiles or
 chunks whose output slots only that iteration writes, every sum stays inside
 one iteration, so results are bit-identical for any thread count.  Each
 kernel has a serial compilation at ``.serial``; the public functions below
-pick serial or parallel by the amount of work through :func:`nbmlp.parallel.pick`.
+pick serial or parallel by the amount of work through :func:`nbmlp.parallel.call`.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ from numba.core.extending import intrinsic
 from . import kernels as literal
 from . import products
 from ._jit import compile_twice
-from .parallel import pick
+from .parallel import call
 
 #: Compile flags of the tuned tier, in one place.  "contract" allows fused
 #: multiply-add; nothing else (no reassociation, NaN/inf stay meaningful).
@@ -897,7 +897,7 @@ def _elementwise(flat_kernel, literal_kernel, name, doc_from, *constants):
     def kernel(out, *ins):
         if not _contiguous(out, *ins):
             return literal_kernel(out, *ins)
-        return pick(flat_kernel, out.size)(out.reshape(-1), *(a.reshape(-1) for a in ins), *constants)
+        return call(flat_kernel, out.size, out.reshape(-1), *(a.reshape(-1) for a in ins), *constants)
 
     kernel.__name__ = kernel.__qualname__ = name
     kernel.__doc__ = doc_from.__doc__
@@ -927,14 +927,14 @@ identity_forward = _elementwise(_copy_flat, literal.identity_forward, "identity_
 def identity_backward(dz, dh, h):
     if not _contiguous(dz, dh):
         return literal.identity_backward(dz, dh, h)
-    pick(_copy_flat, dz.size)(dz.reshape(-1), dh.reshape(-1))
+    call(_copy_flat, dz.size, dz.reshape(-1), dh.reshape(-1))
 
 
 identity_backward.__doc__ = literal.identity_backward.__doc__
 
 
 def softmax_forward(p, z):
-    pick(_softmax_forward, z.size)(p, z)
+    call(_softmax_forward, z.size, p, z)
 
 
 softmax_forward.__doc__ = literal.softmax_forward.__doc__
@@ -974,8 +974,8 @@ def linear_forward(z, h_prev, W, b):
     n, d_in = h_prev.shape
     d_out = W.shape[1]
     ws = _workspace(n, d_out, d_in, z.dtype)
-    pick(products.matmul_nn, n * d_in * d_out)(z, h_prev, W, ws)
-    pick(_add_bias, z.size)(z, b)
+    call(products.matmul_nn, n * d_in * d_out, z, h_prev, W, ws)
+    call(_add_bias, z.size, z, b)
 
 
 linear_forward.__doc__ = literal.linear_forward.__doc__
@@ -987,14 +987,14 @@ def linear_backward_weight(dW, dz, h_prev):
     n, d_in = h_prev.shape
     d_out = dz.shape[1]
     ws = _workspace(d_in, d_out, n, dW.dtype)
-    pick(products.matmul_tn, n * d_in * d_out)(dW, h_prev, dz, ws)
+    call(products.matmul_tn, n * d_in * d_out, dW, h_prev, dz, ws)
 
 
 linear_backward_weight.__doc__ = literal.linear_backward_weight.__doc__
 
 
 def linear_backward_bias(db, dz):
-    pick(_column_sums, dz.size)(db, dz)
+    call(_column_sums, dz.size, db, dz)
 
 
 linear_backward_bias.__doc__ = literal.linear_backward_bias.__doc__
@@ -1004,7 +1004,7 @@ def linear_backward_input(dh_prev, dz, W):
     d_in, d_out = W.shape
     n = dz.shape[0]
     ws = _workspace(n, d_in, d_out, dh_prev.dtype)
-    pick(products.matmul_nt, n * d_in * d_out)(dh_prev, dz, W, ws)
+    call(products.matmul_nt, n * d_in * d_out, dh_prev, dz, W, ws)
 
 
 linear_backward_input.__doc__ = literal.linear_backward_input.__doc__
@@ -1013,7 +1013,7 @@ linear_backward_input.__doc__ = literal.linear_backward_input.__doc__
 def half_sse_loss(h, t):
     if not _contiguous(h, t):
         return literal.half_sse_loss(h, t)
-    return 0.5 * pick(_squared_error_sum_flat, h.size)(h.reshape(-1), t.reshape(-1))
+    return 0.5 * call(_squared_error_sum_flat, h.size, h.reshape(-1), t.reshape(-1))
 
 
 half_sse_loss.__doc__ = literal.half_sse_loss.__doc__
@@ -1022,7 +1022,7 @@ half_sse_loss.__doc__ = literal.half_sse_loss.__doc__
 def mse_loss(h, t):
     if not _contiguous(h, t):
         return literal.mse_loss(h, t)
-    return pick(_squared_error_sum_flat, h.size)(h.reshape(-1), t.reshape(-1)) / h.size
+    return call(_squared_error_sum_flat, h.size, h.reshape(-1), t.reshape(-1)) / h.size
 
 
 mse_loss.__doc__ = literal.mse_loss.__doc__
@@ -1031,7 +1031,7 @@ mse_loss.__doc__ = literal.mse_loss.__doc__
 def half_sse_backward(dh, h, t):
     if not _contiguous(dh, h, t):
         return literal.half_sse_backward(dh, h, t)
-    pick(_scaled_difference_flat, h.size)(dh.reshape(-1), h.reshape(-1), t.reshape(-1), 1.0)
+    call(_scaled_difference_flat, h.size, dh.reshape(-1), h.reshape(-1), t.reshape(-1), 1.0)
 
 
 half_sse_backward.__doc__ = literal.half_sse_backward.__doc__
@@ -1040,14 +1040,14 @@ half_sse_backward.__doc__ = literal.half_sse_backward.__doc__
 def mse_backward(dh, h, t):
     if not _contiguous(dh, h, t):
         return literal.mse_backward(dh, h, t)
-    pick(_scaled_difference_flat, h.size)(dh.reshape(-1), h.reshape(-1), t.reshape(-1), 2.0 / h.size)
+    call(_scaled_difference_flat, h.size, dh.reshape(-1), h.reshape(-1), t.reshape(-1), 2.0 / h.size)
 
 
 mse_backward.__doc__ = literal.mse_backward.__doc__
 
 
 def softmax_cross_entropy_loss(z, t):
-    return pick(_softmax_cross_entropy_loss, z.size)(z, t)
+    return call(_softmax_cross_entropy_loss, z.size, z, t)
 
 
 softmax_cross_entropy_loss.__doc__ = literal.softmax_cross_entropy_loss.__doc__
@@ -1056,14 +1056,14 @@ softmax_cross_entropy_loss.__doc__ = literal.softmax_cross_entropy_loss.__doc__
 def softmax_cross_entropy_backward(dz, p, t):
     if not _contiguous(dz, p, t):
         return literal.softmax_cross_entropy_backward(dz, p, t)
-    pick(_divided_difference_flat, p.size)(dz.reshape(-1), p.reshape(-1), t.reshape(-1), float(p.shape[0]))
+    call(_divided_difference_flat, p.size, dz.reshape(-1), p.reshape(-1), t.reshape(-1), float(p.shape[0]))
 
 
 softmax_cross_entropy_backward.__doc__ = literal.softmax_cross_entropy_backward.__doc__
 
 
 def sgd_update(param, grad, lr):
-    pick(_sgd_update_flat, param.size)(param, grad, lr)
+    call(_sgd_update_flat, param.size, param, grad, lr)
 
 
 sgd_update.__doc__ = literal.sgd_update.__doc__

@@ -37,7 +37,7 @@ from numba import njit, prange
 from . import ops, reference
 from ._jit import JIT_FLAGS, loop_kernel
 from .engines import get_engine
-from .parallel import pick
+from .parallel import call
 
 # ---------------------------------------------------------------------------
 # Kernels
@@ -132,7 +132,7 @@ UPDATE_KERNEL_NAMES = ops.update_kernel_names()
 
 def _auto(kernel):
     def dispatch(param, *args):
-        return pick(kernel, param.shape[0])(param, *args)
+        return call(kernel, param.shape[0], param, *args)
 
     dispatch.__name__ = kernel.__name__
     dispatch.__doc__ = kernel.__doc__
@@ -144,7 +144,7 @@ def update_kernels(engine: str) -> SimpleNamespace:
 
     ``"numpy"`` gets the NumPy twins, ``"loops-serial"`` / ``"loops-parallel"``
     always the serial / parallel compilation, and every other engine the loop
-    kernels, serial or parallel by the number of entries (:func:`nbmlp.parallel.pick`).
+    kernels, serial or parallel by the number of entries (:func:`nbmlp.parallel.call`).
     """
     g = globals()
     if engine == "numpy":

@@ -216,16 +216,9 @@ def test_many_threads_call_parallel_kernels_concurrently(layer):
     assert out.strip() == "320 True []"
 
 
-#: engines.py's dispatcher calls parallel kernels without parallel.region(), so under
-#: workqueue concurrent gradients abort the process until it does (owner: ops).
-GRADIENT_LAYERS = [
-    pytest.param(layer, marks=pytest.mark.xfail(strict=True, reason="engines dispatch without parallel.region"))
-    if layer not in parallel.THREAD_SAFE_LAYERS else layer
-    for layer in LAYERS
-]
 
 
-@pytest.mark.parametrize("layer", GRADIENT_LAYERS)
+@pytest.mark.parametrize("layer", LAYERS)
 def test_many_threads_compute_gradients_concurrently(layer):
     """MLP.gradients from 8 threads at once, every kernel forced parallel, equals a serial run."""
     out = _run("""
