@@ -763,4 +763,4 @@ class MLPRegressor(_BaseMLP):
         return self._r2(Tv, net.forward(Xv))
 
 
-__all__ = ["ConvergenceWarning", "DataConversionWarning", "MLPClassifier", "MLPRegressor", "NotFittedError"]
+__all__ = ["MLPClassifier", "MLPRegressor", *exceptions.CLASSES]
