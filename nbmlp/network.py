@@ -284,7 +284,7 @@ class MLP:
 
     def _raw_input(self, X):
         """X checked, then scaled by ``preprocessing`` if the net has one."""
-        X = self._check_X(X)
+        X = check_matrix(X, "X", self.sizes[0], self.dtype)
         if self.preprocessing is None:
             return X
         if not isinstance(self.preprocessing, dict) or set(self.preprocessing) != {"mean", "scale"}:
