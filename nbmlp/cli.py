@@ -338,6 +338,14 @@ def label_text(cell: str) -> str:
     return cell
 
 
+def _is_header(first, others) -> bool:
+    """The first row is a header when it has words in every column that holds numbers in all other rows."""
+    if not others:
+        return not all(map(_is_number, first))
+    numeric = [j for j in range(len(first)) if all(j < len(row) and _is_number(row[j]) for row in others)]
+    return bool(numeric) and not any(_is_number(first[j]) for j in numeric)
+
+
 def _decode(path, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
@@ -391,9 +399,7 @@ def read_csv(path, *, label=None, n_features=None):
     rows = [(i, [cell.strip() for cell in row]) for (i, _), row in
             zip(numbered, csv.reader([line for _, line in numbered], delimiter=delimiter), strict=True)]
     first = rows[0][1]
-    header = len(rows) == 1 and not all(map(_is_number, first)) or len(rows) > 1 and any(
-        not _is_number(a) and _is_number(b) for a, b in zip(first, rows[1][1]))
-    names = first if header else None
+    names = first if _is_header(first, [row for _, row in rows[1:]]) else None
     width = len(first)
     body = rows[1:] if header else rows
     if not body:
@@ -612,7 +618,11 @@ def train_command(args, stream, err) -> int:
         raise UserError(f"--sizes must start with the data's {n_features} features and end with its {n_classes} "
                         f"classes, e.g. {n_features},16,{n_classes}; got {','.join(map(str, sizes))}")
     if args.test_fraction > 0:
-        X_train, X_test, y_train, y_test = train_test_split(X, y, test_fraction=args.test_fraction, seed=args.seed)
+        try:
+            X_train, X_test, y_train, y_test = train_test_split(X, y, test_fraction=args.test_fraction,
+                                                                seed=args.seed)
+        except ValueError as exc:
+            raise UserError(f"--test-fraction {args.test_fraction}: {exc}") from None
     else:
         X_train, X_test, y_train, y_test = X, X[:0], y, y[:0]
     if len(y_train) == 0 or len(np.unique(y_train)) < 2:

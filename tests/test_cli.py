@@ -106,7 +106,7 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch, capsy
         (["train", "--optimizer", "momentum", "--momentum", "2"], "momentum must be in"),
         (["train", "--activation", "relu", "--loss", "cross_entropy", "--output-activation", "relu"],
          "cross_entropy"),
-        (["train", "--test-fraction", "0.99"], "--test-fraction 0.99 leaves"),
+        (["train", "--test-fraction", "0.99"], "--test-fraction 0.99"),
         (["train", "--seed", "-1"], "--seed: expected an integer >= 0"),
         (["train", "--sizes", "4,1000000000,3"], "would need about"),
         (["train", "--save", "/no/such/dir/m.npz"], "does not exist"),
