@@ -351,10 +351,30 @@ def kernel_times(engine, sizes, X, T, lr, dtype, epochs) -> dict:
     return {k: statistics.median(d[k] for d in per_epoch) for k in per_epoch[0]}
 
 
+def _forced(run, mode):
+    """``run`` with every kernel call serial or parallel: through ``parallel.set_mode`` where nbmlp has it,
+    else by moving the tuned tier's threshold."""
+    from . import kernels_tuned as kt
+    from . import parallel
+
+    def go(epochs):
+        if hasattr(parallel, "set_mode"):
+            previous = parallel.set_mode(mode)
+            try:
+                return run(epochs)
+            finally:
+                parallel.set_mode(previous)
+        saved = kt.PARALLEL_MIN_WORK
+        kt.PARALLEL_MIN_WORK = 1 << 62 if mode == "serial" else 0
+        try:
+            return run(epochs)
+        finally:
+            kt.PARALLEL_MIN_WORK = saved
+    return go
+
+
 def sweep(repeats, dtype="float64") -> list:
     """Epoch time per n on SWEEP_SIZES: literal serial/parallel, tuned forced serial/parallel, MLP.fit, NumPy."""
-    from . import kernels_tuned as kt
-
     rows = []
     for n in SWEEP_N:
         X, T, lr = make_problem(SWEEP_SIZES, n, dtype)
@@ -363,18 +383,8 @@ def sweep(repeats, dtype="float64") -> list:
         tuned_serial = _runner_engine("tuned", SWEEP_SIZES, X, T, lr, dtype)
         tuned_parallel = _runner_engine("tuned", SWEEP_SIZES, X, T, lr, dtype)
 
-        def forced(run, threshold):
-            def go(epochs):
-                saved = kt.PARALLEL_MIN_WORK
-                kt.PARALLEL_MIN_WORK = threshold
-                try:
-                    run(epochs)
-                finally:
-                    kt.PARALLEL_MIN_WORK = saved
-            return go
-
-        runners["tuned serial"] = forced(tuned_serial, 1 << 62)
-        runners["tuned parallel"] = forced(tuned_parallel, 0)
+        runners["tuned serial"] = _forced(tuned_serial, "serial")
+        runners["tuned parallel"] = _forced(tuned_parallel, "parallel")
         runners["MLP.fit"] = _runner_fit(SWEEP_SIZES, X, T, lr, dtype)
         plan = time_round_robin(runners, repeats)
         for name, p in plan.items():

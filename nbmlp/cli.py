@@ -401,7 +401,7 @@ def read_csv(path, *, label=None, n_features=None):
     first = rows[0][1]
     names = first if _is_header(first, [row for _, row in rows[1:]]) else None
     width = len(first)
-    body = rows[1:] if header else rows
+    body = rows[1:] if names is not None else rows
     if not body:
         raise UserError(f"{path} holds no samples (only a header row)")
     for line, row in body:
