@@ -5,8 +5,17 @@ same constructor parameters and names, ``fit`` / ``partial_fit`` / ``predict`` /
 ``get_params`` / ``set_params`` read from the ``__init__`` signature, fitted attributes ending in
 ``_`` (``coefs_``, ``intercepts_``, ``loss_curve_``, ...).  So they work inside scikit-learn's
 ``Pipeline``, ``clone``, ``GridSearchCV`` and ``cross_val_score`` -- yet scikit-learn is not needed
-to import or use them: nothing here imports it except ``__sklearn_tags__``, which only scikit-learn
-itself calls.
+to import or use them.  With scikit-learn installed they pass its ``check_estimator`` in full, and
+raise and warn with its classes (:mod:`nbmlp.exceptions`: ``NotFittedError``, ``ConvergenceWarning``,
+``DataConversionWarning`` subclass scikit-learn's); the input checks use its wordings ("Expected 2D
+array", "X has 3 features, but ... is expecting 4 features as input", "The feature names should
+match those that were passed during fit", ...).  scikit-learn is imported only when one of those
+classes is first needed, or by ``__sklearn_tags__``, which only scikit-learn itself calls.
+
+``fit`` and ``partial_fit`` take ``sample_weight`` (a weight of 2 is the sample given twice: each
+batch's mean loss weighs its samples, and the L2 term is scaled by the batch's total weight), and a
+data frame's column names become ``feature_names_in_``.  ``warm_start=True`` and ``partial_fit``
+continue the fitted network, its ``loss_curve_`` and its optimizer's state.
 
 Underneath, an estimator is an :class:`nbmlp.MLP` (``net_``) trained by :mod:`nbmlp.training` with
 the loop kernels: inputs go in unchanged (``h0 = X``, not the note's sigma(X)); the classifier has a
@@ -498,9 +507,10 @@ class MLPClassifier(_BaseMLP):
 
     hidden_layer_sizes : tuple of int, default (100,)
         Widths of the hidden layers.
-    activation : {"identity", "logistic", "tanh", "relu"}, default "tanh"
-        Hidden-layer activation (scikit-learn's default is "relu"; see the module docstring).
-        "sigmoid" is accepted as a synonym of "logistic".
+    activation : str, default "tanh"
+        Hidden-layer activation: one of :data:`HIDDEN_ACTIVATIONS` (every activation of
+        ``nbmlp.ACTIVATIONS`` but the output-only softmax, and "logistic", scikit-learn's name for
+        "sigmoid").  scikit-learn's default is "relu"; see the module docstring.
     solver : {"sgd", "adam"}, default "adam"
         "sgd" uses ``momentum`` (Nesterov's if ``nesterovs_momentum``); momentum=0 is plain SGD.
         "lbfgs" is not available.
@@ -522,7 +532,7 @@ class MLPClassifier(_BaseMLP):
     verbose : bool, default False
         Print the loss after every epoch.
     warm_start : bool, default False
-        Continue from the current weights when ``fit`` is called again.
+        Continue from the current weights, loss curve and optimizer state when ``fit`` is called again.
     momentum : float, default 0.9
     nesterovs_momentum : bool, default True
     early_stopping : bool, default False
@@ -539,7 +549,8 @@ class MLPClassifier(_BaseMLP):
 
     Attributes
     ----------
-    classes_, n_features_in_, n_outputs_, n_layers_, out_activation_ ("softmax"), coefs_,
+    classes_, n_features_in_, feature_names_in_ (fitted on a data frame with string column
+    names), n_outputs_, n_layers_, out_activation_ ("softmax"), coefs_,
     intercepts_, loss_, loss_curve_, best_loss_, validation_scores_, best_validation_score_,
     n_iter_, t_ (samples seen), net_ (the :class:`nbmlp.MLP`).
 
