@@ -712,6 +712,8 @@ def _load_model(path):
         raise UserError(f"no model file {path!r}") from None
     except (ValueError, OSError) as exc:
         raise UserError(str(exc).splitlines()[0] if str(exc) else f"cannot read {path}") from None
+    except Exception as exc:  # whatever a damaged file provokes, it is the file's fault, not a crash
+        raise UserError(f"{path} is not a valid nbmlp model file ({type(exc).__name__}: {exc})") from None
     if getattr(net, "preprocessing", None) is None and "x_mean" in meta and "x_scale" in meta:
         net.preprocessing = {"mean": meta["x_mean"], "scale": meta["x_scale"]}
     if getattr(net, "classes", None) is None and "classes" in meta:

@@ -252,6 +252,23 @@ def test_predict_refuses_nan_values_and_unknown_labels(tmp_path, capsys):
     assert "sample 2: the label '1e30' is not one of the model's classes" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("entries", [
+    {},
+    {"nbmlp_format": "nbmlp.MLP", "format_version": 1, "sizes": np.array([4, -3])},
+    {"nbmlp_format": "nbmlp.MLP", "format_version": 99},
+    {"nbmlp_format": "something else"},
+])
+def test_model_files_with_bad_metadata_are_one_line_errors(tmp_path, capsys, entries):
+    bad = tmp_path / "bad.npz"
+    with open(bad, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in entries.items()})
+    with pytest.raises(SystemExit) as exit_info:
+        run("predict", str(bad), "--values", "1,2,3,4")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "bad.npz" in err
+
+
 def test_full_disk_at_save_keeps_the_model_in_a_temporary_file(tmp_path, monkeypatch, capsys):
     target = tmp_path / "m.npz"
     real_save = nbmlp.MLP.save
