@@ -743,8 +743,7 @@ def _parse_values(rows, d0):
 def predict_command(args, stream, err) -> int:
     net = _load_model(args.model)
     d0 = net.sizes[0]
-    out_activation = net.activations[-1]
-    regression = out_activation == "identity" or (net.sizes[-1] == 1 and out_activation != "sigmoid")
+    regression = not net.predicts_classes
     n_labels = 2 if net.sizes[-1] == 1 else net.sizes[-1]
     names = [str(c) for c in (net.classes if net.classes is not None else range(n_labels))]
     if args.label is not None and not args.input:

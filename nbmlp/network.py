@@ -323,17 +323,27 @@ class MLP:
             return np.column_stack([1.0 - h[:, 0], h[:, 0]])
         return h
 
+    @property
+    def predicts_classes(self) -> bool:
+        """True when :meth:`predict` returns class labels, False when it returns the output values.
+
+        A net with ``classes`` predicts classes; otherwise an identity output layer, or a single output
+        other than sigmoid, gives values (regression), and anything else scores classes.
+        """
+        if self.classes is not None:
+            return True
+        out_activation = self.activations[-1]
+        return not (out_activation == "identity" or (self.sizes[-1] == 1 and out_activation != "sigmoid"))
+
     def predict(self, X) -> np.ndarray:
         """Predictions for raw inputs X (n x d0), ``preprocessing`` applied first.
 
-        An identity output layer (or a single output other than sigmoid) gives its values: shape (n,) for
-        one output, else (n, dL).  Otherwise the outputs score classes: the argmax of the outputs (one
-        sigmoid output: p >= 0.5), returned as ``classes[index]`` when the net has ``classes``, else as
-        the index.
+        Classes (see :attr:`predicts_classes`): the argmax of the outputs -- for one output, p >= 0.5 --
+        returned as ``classes[index]`` when the net has ``classes``, else as the index.  Values: shape
+        (n,) for one output, else (n, dL).
         """
         h = self.forward(self._raw_input(X))
-        out_activation = self.activations[-1]
-        if out_activation == "identity" or (h.shape[1] == 1 and out_activation != "sigmoid"):
+        if not self.predicts_classes:
             return h[:, 0] if h.shape[1] == 1 else h
         if h.shape[1] == 1:
             index = (h[:, 0] >= 0.5).astype(np.intp)

@@ -60,3 +60,13 @@ def test_bad_preprocessing_or_classes_are_named(attr, value, match):
     setattr(net, attr, value)
     with pytest.raises(ValueError, match=match):
         net.predict(np.zeros((2, 4)))
+
+
+def test_a_net_with_classes_predicts_classes_whatever_its_output_layer():
+    """The CLI's networks may end in identity (mse on one-hot targets): with classes they still classify."""
+    X = np.array([[0.0, 1.0], [1.0, 0.0]])
+    net = nbmlp.MLP((2, 2), seed=0, input_sigmoid=False, output_activation="identity", loss="mse")
+    net.W[0][...] = np.eye(2)
+    assert not net.predicts_classes and net.predict(X).shape == (2, 2)
+    net.classes = np.array(["left", "right"])
+    assert net.predicts_classes and net.predict(X).tolist() == ["right", "left"]
