@@ -551,6 +551,7 @@ class Progress:
         self.last_draw = time.perf_counter()
         self.next_line = 1
         self.drawn = False
+        self.width = 0
 
     def __call__(self, epoch, loss):
         now = time.perf_counter()
@@ -574,7 +575,11 @@ class Progress:
             "  (measuring the rate)"
         line = (f"  [{bar}] epoch {epoch:>{len(str(self.epochs))}}/{self.epochs}  loss {loss:11.5g}  "
                 f"accuracy {self.accuracy():7.2%}  {speed}")
-        self.stream.write(("\r" + line) if self.interactive else line + "\n")
+        if self.interactive:
+            self.width = max(self.width, len(line))
+            self.stream.write("\r" + line.ljust(self.width))  # covers a longer line drawn before
+        else:
+            self.stream.write(line + "\n")
         self.stream.flush()
         self.drawn = True
 

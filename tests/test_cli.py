@@ -327,3 +327,19 @@ def test_python_dash_m_entry_point(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[1] in ("setosa", "versicolor", "virginica")
+
+
+def test_progress_rate_and_eta_leave_compiling_out(monkeypatch):
+    """A fake clock: 5 s pass before the first epoch ends (compiling), then 0.01 s per epoch."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(cli.time, "perf_counter", lambda: clock["now"])
+    out = io.StringIO()
+    progress = cli.Progress(1000, out, lambda: 0.5)
+    clock["now"] = 5.0
+    for epoch in range(1, 1001):
+        progress(epoch, 1.0)
+        clock["now"] += 0.01
+    lines = out.getvalue().splitlines()
+    assert len(lines) == cli.PROGRESS_LINES and "epoch 1000/1000" in lines[-1]
+    assert "100 epochs/s" in lines[0] and "ETA      9 s" in lines[0]  # at epoch 100: 900 left at 100/s
+    assert all("100 epochs/s" in line for line in lines)
