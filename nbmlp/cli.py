@@ -425,7 +425,8 @@ def read_csv(path, *, label=None, n_features=None):
             try:
                 value = float(cell)
             except ValueError:
-                raise UserError(f"{where}: {cell!r} is not a number") from None
+                hint = " (write decimals with a point: 5.1, not 5,1)" if "," in cell and delimiter != "," else ""
+                raise UserError(f"{where}: {cell!r} is not a number{hint}") from None
             if not math.isfinite(value):
                 raise UserError(f"{where}: {cell!r} is not a finite number (missing values are not supported)")
             X[r, c] = value
@@ -839,3 +840,7 @@ def main(argv=None, stream=None, err=None) -> int:
     except KeyboardInterrupt:
         print(f"{args.parser.prog}: interrupted", file=err)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as other command-line tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
