@@ -421,7 +421,7 @@ class _BaseMLP:
     def _score_net(self, net, Xv, Tv):
         raise NotImplementedError
 
-    def _fit(self, X, T, sample_weight, incremental):
+    def _fit(self, X, T, *, incremental, sample_weight=None):
         """Train on checked (X, T) for max_iter epochs (one for partial_fit), continuing a fitted net if asked."""
         hidden = self._validate_params()
         seed = _check_random_state(self.random_state)
@@ -625,7 +625,7 @@ class MLPClassifier(_BaseMLP):
                              "a classifier needs at least 2 classes")
         T = self._encode(y, classes)
         self.classes_ = classes
-        return self._fit(X, T, sample_weight, incremental=False)
+        return self._fit(X, T, incremental=False, sample_weight=sample_weight)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), continuing the loss curve and the optimizer's state.
@@ -649,7 +649,7 @@ class MLPClassifier(_BaseMLP):
         T = self._encode(y, self.classes_ if not first else classes)
         if first:
             self.classes_ = classes
-        return self._fit(X, T, sample_weight, incremental=True)
+        return self._fit(X, T, incremental=True, sample_weight=sample_weight)
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``."""
@@ -732,7 +732,7 @@ class MLPRegressor(_BaseMLP):
         X = self._validate_X(X, reset=not self._continues(False))
         T, one_d = self._targets(y, X.shape[0])
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
-        self._fit(X, T, sample_weight, incremental=False)
+        self._fit(X, T, incremental=False, sample_weight=sample_weight)
         self._y_1d = one_d
         return self
 
@@ -743,7 +743,7 @@ class MLPRegressor(_BaseMLP):
         X = self._validate_X(X, reset=first)
         T, one_d = self._targets(y, X.shape[0])
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
-        self._fit(X, T, sample_weight, incremental=True)
+        self._fit(X, T, incremental=True, sample_weight=sample_weight)
         if first:
             self._y_1d = one_d
         return self
