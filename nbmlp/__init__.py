@@ -6,8 +6,7 @@ index-level loops, compiled with Numba, and checked against a NumPy reference.
 >>> g = net.gradients(X, T)                 # g.W[0] is dL/dW1, g.dL_dz[2] is dL/dz^(2)
 """
 
-# kernels_tuned registers the engine "tuned" on import, before ENGINES is read below.
-from . import kernels, kernels_tuned, reference
+from . import kernels, kernels_tuned, ops, reference
 from .datasets import (
     load_digits,
     load_iris,
@@ -54,6 +53,7 @@ __all__ = [
     "make_spirals",
     "make_xor",
     "one_hot",
+    "ops",
     "reference",
     "register_engine",
     "standardize",

@@ -353,8 +353,7 @@ def kernel_times(engine, sizes, X, T, lr, dtype, epochs) -> dict:
 
 def _forced(run, mode):
     """``run`` with every kernel call serial or parallel: through ``parallel.set_mode`` where nbmlp has it,
-    else by moving the tuned tier's threshold."""
-    from . import kernels_tuned as kt
+    else by moving the one threshold."""
     from . import parallel
 
     def go(epochs):
@@ -364,12 +363,12 @@ def _forced(run, mode):
                 return run(epochs)
             finally:
                 parallel.set_mode(previous)
-        saved = kt.PARALLEL_MIN_WORK
-        kt.PARALLEL_MIN_WORK = 1 << 62 if mode == "serial" else 0
+        saved = parallel.PARALLEL_MIN_WORK
+        parallel.PARALLEL_MIN_WORK = 1 << 62 if mode == "serial" else 0
         try:
             return run(epochs)
         finally:
-            kt.PARALLEL_MIN_WORK = saved
+            parallel.PARALLEL_MIN_WORK = saved
     return go
 
 

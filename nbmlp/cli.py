@@ -50,6 +50,7 @@ from . import __version__
 from .datasets import DATASETS, train_test_split
 from .engines import engine_names
 from .network import ACTIVATIONS, LOSSES, MLP
+from .ops import HIDDEN_ACTIVATIONS
 from .optim import OPTIMIZERS
 from .serialization import load
 from .training import SCHEDULES, Trainer
@@ -176,7 +177,6 @@ COMMANDS = {
 
 def _add_train(sub):
     data_names = ", ".join(DATASETS)
-    hidden = [a for a in ACTIVATIONS if a != "softmax"]  # softmax is output-only (fused with cross-entropy)
     p = sub.add_parser(
         "train", help=COMMANDS["train"],
         description="Train a network and optionally save it. Defaults are the lecture note's: sigmoid "
@@ -198,7 +198,7 @@ def _add_train(sub):
     g.add_argument("--sizes", type=_sizes, default=None, metavar="D0,D1,...,DL",
                    help="layer widths; the first is the number of features, the last the number of classes "
                         "(default: FEATURES,16,CLASSES)")
-    g.add_argument("--activation", default="sigmoid", choices=hidden,
+    g.add_argument("--activation", default="sigmoid", choices=HIDDEN_ACTIVATIONS,
                    help="activation of the hidden layers and of the output unless --output-activation "
                         "(default: %(default)s)")
     g.add_argument("--output-activation", default=None, choices=list(ACTIVATIONS),

@@ -6,53 +6,30 @@ only through an engine, so ``MLP(engine=...)`` swaps the implementation of every
 formula at once; tests and ``bench/`` iterate over the same registry, so every
 implementation that is timed is also tested.
 
-* ``"loops"``          -- literal loop kernels; serial below :data:`PARALLEL_MIN_WORK`
-  multiply-adds (or elements), parallel above.  The default.
+* ``"loops"``          -- literal loop kernels; serial or parallel by the amount of work
+  (:func:`kernel_work`), chosen by :func:`nbmlp.parallel.pick`.  The default.
 * ``"loops-serial"``   -- literal loop kernels, always the serial compilation.
 * ``"loops-parallel"`` -- literal loop kernels, always the ``prange`` compilation.
 * ``"numpy"``          -- :mod:`nbmlp.reference`, vectorized NumPy.
+* ``"tuned"``          -- :mod:`nbmlp.kernels_tuned`, the loops rearranged for speed.
 
-Other tiers register themselves with :func:`register_engine`.
+Which kernels exist is read from the table of operations (:mod:`nbmlp.ops`);
+other engines can be added with :func:`register_engine`.
 """
 
 from __future__ import annotations
 
 from types import MappingProxyType, SimpleNamespace
 
-from . import kernels, reference
+from . import kernels, kernels_tuned, ops, reference
+from .parallel import pick
 
-#: Every engine provides exactly these functions.
-KERNEL_NAMES = (
-    "sigmoid_forward",
-    "sigmoid_backward",
-    "tanh_forward",
-    "tanh_backward",
-    "relu_forward",
-    "relu_backward",
-    "identity_forward",
-    "identity_backward",
-    "softmax_forward",
-    "linear_forward",
-    "linear_backward_weight",
-    "linear_backward_bias",
-    "linear_backward_input",
-    "half_sse_loss",
-    "half_sse_backward",
-    "mse_loss",
-    "mse_backward",
-    "softmax_cross_entropy_loss",
-    "softmax_cross_entropy_backward",
-    "sgd_update",
-)
-
-#: Below this much work a kernel call runs its serial compilation: starting a
-#: parallel region costs a few microseconds, more than small loops take.
-#: Work is counted in multiply-adds for the linear kernels, elements otherwise.
-PARALLEL_MIN_WORK = 1 << 15
+#: Every engine provides exactly these functions (derived from :mod:`nbmlp.ops`).
+KERNEL_NAMES = ops.kernel_names()
 
 
-def _work(name, args):
-    """Amount of work of one kernel call, used to pick serial or parallel."""
+def kernel_work(name, args):
+    """Amount of work of one kernel call: multiply-adds for the linear kernels, elements otherwise."""
     if name == "linear_forward":  # z, h_prev, W, b
         return args[1].size * args[2].shape[1]
     if name in ("linear_backward_weight", "linear_backward_input"):  # out, dz, (h_prev | W)
@@ -62,17 +39,14 @@ def _work(name, args):
 
 def _auto(name):
     parallel = getattr(kernels, name)
-    serial = parallel.serial
 
     def dispatch(*args):
-        if _work(name, args) < PARALLEL_MIN_WORK:
-            return serial(*args)
-        return parallel(*args)
+        return pick(parallel, kernel_work(name, args))(*args)
 
     dispatch.__name__ = name
     dispatch.__doc__ = parallel.__doc__
     dispatch.parallel = parallel
-    dispatch.serial = serial
+    dispatch.serial = parallel.serial
     return dispatch
 
 
@@ -91,6 +65,7 @@ register_engine("loops", {k: _auto(k) for k in KERNEL_NAMES})
 register_engine("loops-serial", {k: getattr(kernels, k).serial for k in KERNEL_NAMES})
 register_engine("loops-parallel", {k: getattr(kernels, k) for k in KERNEL_NAMES})
 register_engine("numpy", {k: getattr(reference, k) for k in KERNEL_NAMES})
+register_engine("tuned", {k: getattr(kernels_tuned, k) for k in KERNEL_NAMES})
 
 #: Read-only view of the registry: name -> namespace of kernels.
 ENGINE_REGISTRY = MappingProxyType(_ENGINES)

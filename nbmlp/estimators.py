@@ -42,9 +42,9 @@ import warnings
 
 import numpy as np
 
-from . import exceptions
+from . import exceptions, ops
 from .engines import get_engine
-from .network import ACTIVATIONS, MLP
+from .network import MLP
 from .training import Trainer
 from .validation import check_dtype
 
@@ -54,9 +54,9 @@ AUTO_BATCH_SIZE = 200
 #: scikit-learn's name for an activation -> nbmlp's.
 ACTIVATION_SYNONYMS = {"logistic": "sigmoid"}
 
-#: The hidden-layer activations an estimator accepts: every activation of nbmlp's table that is not
-#: output-only (softmax is fused with the cross-entropy loss), and scikit-learn's synonyms.
-HIDDEN_ACTIVATIONS = tuple(name for name in ACTIVATIONS if name != "softmax") + tuple(ACTIVATION_SYNONYMS)
+#: The hidden-layer activations an estimator accepts: those of nbmlp's table of operations, and
+#: scikit-learn's synonyms.
+HIDDEN_ACTIVATIONS = ops.HIDDEN_ACTIVATIONS + tuple(ACTIVATION_SYNONYMS)
 
 
 def __getattr__(name):
@@ -508,9 +508,8 @@ class MLPClassifier(_BaseMLP):
     hidden_layer_sizes : tuple of int, default (100,)
         Widths of the hidden layers.
     activation : str, default "tanh"
-        Hidden-layer activation: one of :data:`HIDDEN_ACTIVATIONS` (every activation of
-        ``nbmlp.ACTIVATIONS`` but the output-only softmax, and "logistic", scikit-learn's name for
-        "sigmoid").  scikit-learn's default is "relu"; see the module docstring.
+        Hidden-layer activation: one of :data:`HIDDEN_ACTIVATIONS` (``nbmlp.ops.HIDDEN_ACTIVATIONS``,
+        and "logistic", scikit-learn's name for "sigmoid").  scikit-learn's default is "relu"; see the module docstring.
     solver : {"sgd", "adam"}, default "adam"
         "sgd" uses ``momentum`` (Nesterov's if ``nesterovs_momentum``); momentum=0 is plain SGD.
         "lbfgs" is not available.

@@ -33,6 +33,9 @@ from numba import prange
 
 from ._jit import loop_kernel, scalar_helper
 
+#: The slope a of leaky_relu for z <= 0 (h = a z).  Read by the kernels at compile time.
+LEAKY_RELU_SLOPE = 0.01
+
 # ---------------------------------------------------------------------------
 # Scalar helpers
 # ---------------------------------------------------------------------------
@@ -108,12 +111,12 @@ def tanh_backward(dz, dh, h):
 def relu_forward(h, z):
     r"""h_ik = max(z_ik, 0).
 
-    h, z: (n, d).
+    h, z: (n, d).  Written so that a NaN in z stays NaN in h (a diverging run stays visible).
     """
     n, d = z.shape
     for i in prange(n):
         for k in range(d):
-            h[i, k] = z[i, k] if z[i, k] > 0.0 else 0.0
+            h[i, k] = 0.0 if z[i, k] < 0.0 else z[i, k]
 
 
 @loop_kernel
@@ -126,6 +129,58 @@ def relu_backward(dz, dh, h):
     for i in prange(n):
         for k in range(d):
             dz[i, k] = dh[i, k] if h[i, k] > 0.0 else 0.0
+
+
+@loop_kernel
+def leaky_relu_forward(h, z):
+    r"""h_ik = z_ik if z_ik > 0 else a z_ik,   a = LEAKY_RELU_SLOPE = 0.01.
+
+    h, z: (n, d).
+    """
+    n, d = z.shape
+    for i in prange(n):
+        for k in range(d):
+            h[i, k] = z[i, k] if z[i, k] > 0.0 else LEAKY_RELU_SLOPE * z[i, k]
+
+
+@loop_kernel
+def leaky_relu_backward(dz, dh, h):
+    r"""dL/dz_ik = dL/dh_ik * (1 if h_ik > 0 else a)   (h > 0 exactly when z > 0, as a > 0).
+
+    dz, dh, h: (n, d).  leaky_relu'(0) is taken as a.
+    """
+    n, d = h.shape
+    for i in prange(n):
+        for k in range(d):
+            dz[i, k] = dh[i, k] if h[i, k] > 0.0 else LEAKY_RELU_SLOPE * dh[i, k]
+
+
+@loop_kernel
+def softplus_forward(h, z):
+    r"""h_ik = log(1 + exp(z_ik)) = max(z_ik, 0) + log1p(exp(-|z_ik|)).
+
+    h, z: (n, d).  The second form never overflows (exp(-|z|) <= 1) and keeps
+    full precision where log(1 + e^z) would round 1 + e^z to 1.
+    """
+    n, d = z.shape
+    for i in prange(n):
+        for k in range(d):
+            zik = z[i, k]
+            h[i, k] = max(zik, 0.0) + math.log1p(math.exp(-abs(zik)))
+
+
+@loop_kernel
+def softplus_backward(dz, dh, h):
+    r"""dL/dz_ik = dL/dh_ik * sigma(z_ik) = dL/dh_ik * (1 - exp(-h_ik)).
+
+    dz, dh, h: (n, d).  softplus'(z) = sigma(z), and e^{-h} = 1 / (1 + e^z) =
+    1 - sigma(z), so the factor comes from the saved output h; -expm1(-h) keeps
+    its precision when h is small (z very negative).
+    """
+    n, d = h.shape
+    for i in prange(n):
+        for k in range(d):
+            dz[i, k] = dh[i, k] * -math.expm1(-h[i, k])
 
 
 @loop_kernel

@@ -2,7 +2,7 @@ r"""The tuned loop tier: the formulas of :mod:`nbmlp.kernels`, with loops rearra
 
 Same kernel names, same signatures, same formulas as the literal tier; the
 tests hold both against :mod:`nbmlp.reference` with the same tolerances.  It is
-registered as the engine ``"tuned"`` (``MLP(engine="tuned")``).  Everything is
+registered by :mod:`nbmlp.engines` as the engine ``"tuned"`` (``MLP(engine="tuned")``).  Everything is
 still an explicit Numba loop: no BLAS call, no NumPy array expression in a
 kernel.  What changes, and why:
 
@@ -32,7 +32,9 @@ kernel.  What changes, and why:
    sigmoid, softmax and cross-entropy has an argument <= 0 (the stable forms
    use exp(-|z|) and exp(z - max z)), so one routine valid on (-inf, 0] with a
    relative error of about 2 ulp suffices; it is plain arithmetic plus a
-   bit-cast, which LLVM vectorizes.
+   bit-cast, which LLVM vectorizes.  softplus uses the same series for
+   e^x - 1 (:func:`expm1_nonpositive`) and a series in atanh for log(1 + e),
+   0 <= e <= 1 (:func:`log1p_unit`).
 5. **Sums over a whole array** (the losses) add fixed chunks of
    :data:`CHUNK` elements, then the chunk totals in order: the result does
    not depend on the number of threads.
@@ -56,7 +58,7 @@ Parallelism follows the literal tier's rule: ``prange`` runs over tiles or
 chunks whose output slots only that iteration writes, every sum stays inside
 one iteration, so results are bit-identical for any thread count.  Each
 kernel has a serial compilation at ``.serial``; the public functions below
-pick serial or parallel by the amount of work (:data:`PARALLEL_MIN_WORK`).
+pick serial or parallel by the amount of work through :func:`nbmlp.parallel.pick`.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from numba.core.extending import intrinsic
 
 from . import kernels as literal
 from ._jit import compile_twice
+from .parallel import pick
 
 #: Compile flags of the tuned tier, in one place.  "contract" allows fused
 #: multiply-add; nothing else (no reassociation, NaN/inf stay meaningful).
@@ -85,10 +88,6 @@ CHUNK = 4096
 #: prange iteration; inside a tile, 8 rows x 8 terms of the sum per pass.
 TILE_ROWS = 64
 TILE_COLS = 256
-
-#: Below this much work (multiply-adds for the products, elements otherwise)
-#: a call runs the serial compilation: a parallel region costs microseconds.
-PARALLEL_MIN_WORK = 1 << 15
 
 #: ∂L/∂W is computed transposed when d_out is below this and d_in is larger.
 NARROW_COLS = 16
@@ -141,6 +140,27 @@ _ROUND_SHIFT = 6755399441055744.0
 
 
 @tuned_helper
+def exp_series_tail(r):
+    r"""H(r) = Σ_{k=2}^{13} r^(k-2) / k!, so that e^r = 1 + (r + r^2 H(r)) for |r| <= ln2 / 2.
+
+    The remainder of the series is below 5e-18 relative there.  Estrin's scheme:
+    pairs in r, then r^2, then r^4 (5 dependent steps instead of 12 for Horner).
+    """
+    r2 = r * r
+    a0 = (1.0 / 6.0) * r + 0.5
+    a1 = (1.0 / 120.0) * r + 1.0 / 24.0
+    a2 = (1.0 / 5040.0) * r + 1.0 / 720.0
+    a3 = (1.0 / 362880.0) * r + 1.0 / 40320.0
+    a4 = (1.0 / 39916800.0) * r + 1.0 / 3628800.0
+    a5 = (1.0 / 6227020800.0) * r + 1.0 / 479001600.0
+    b0 = a1 * r2 + a0
+    b1 = a3 * r2 + a2
+    b2 = a5 * r2 + a4
+    r4 = r2 * r2
+    return (b2 * r4 + b1) * r4 + b0
+
+
+@tuned_helper
 def exp_nonpositive(x):
     r"""e^x for x <= 0 (and NaN), in float64 arithmetic, without a libm call.
 
@@ -170,17 +190,7 @@ def exp_nonpositive(x):
     n = _float64_bits(t) - _float64_bits(_ROUND_SHIFT)
     r = (x - nf * _LN2_HI) - nf * _LN2_LO
     r2 = r * r
-    a0 = (1.0 / 6.0) * r + 0.5
-    a1 = (1.0 / 120.0) * r + 1.0 / 24.0
-    a2 = (1.0 / 5040.0) * r + 1.0 / 720.0
-    a3 = (1.0 / 362880.0) * r + 1.0 / 40320.0
-    a4 = (1.0 / 39916800.0) * r + 1.0 / 3628800.0
-    a5 = (1.0 / 6227020800.0) * r + 1.0 / 479001600.0
-    b0 = a1 * r2 + a0
-    b1 = a3 * r2 + a2
-    b2 = a5 * r2 + a4
-    r4 = r2 * r2
-    h = (b2 * r4 + b1) * r4 + b0
+    h = exp_series_tail(r)
     p = 1.0 + (h * r2 + r)
     n1 = n >> 1
     n2 = n - n1
@@ -193,6 +203,52 @@ def sigmoid_fast(z):
     e = exp_nonpositive(-abs(z))
     s = 1.0 / (1.0 + e)
     return s if z >= 0.0 else e * s
+
+
+#: ln 2 / 2: below it in magnitude, e^x - 1 is summed from its series (no cancellation).
+_HALF_LN2 = 0.34657359027997264
+
+
+@tuned_helper
+def expm1_nonpositive(x):
+    r"""e^x - 1 for x <= 0 (and NaN), without a libm call and without cancellation near 0.
+
+    For -ln2/2 <= x <= 0: x + x^2 H(x), the series of :func:`exp_nonpositive` without
+    its leading 1; below that, e^x - 1 <= -0.29, so exp_nonpositive(x) - 1 loses nothing.
+    """
+    if x >= -_HALF_LN2:  # NaN takes the other branch and stays NaN
+        return exp_series_tail(x) * (x * x) + x
+    return exp_nonpositive(x) - 1.0
+
+
+@tuned_helper
+def log1p_unit(e):
+    r"""log(1 + e) for 0 <= e <= 1 (and NaN), without a libm call.
+
+    log(1 + e) = 2 atanh(s) with s = e / (2 + e) in [0, 1/3] (formed without
+    cancellation), = 2 s Σ_{k=0}^{15} s^(2k) / (2k + 1).  Every term is positive;
+    the first one left out is below (1/9)^16 / 33 < 2e-17 relative.  Estrin's
+    scheme in w = s^2.  Used by softplus on e = exp(-|z|).
+    """
+    s = e / (2.0 + e)
+    w = s * s
+    c0 = (1.0 / 3.0) * w + 1.0
+    c1 = (1.0 / 7.0) * w + 1.0 / 5.0
+    c2 = (1.0 / 11.0) * w + 1.0 / 9.0
+    c3 = (1.0 / 15.0) * w + 1.0 / 13.0
+    c4 = (1.0 / 19.0) * w + 1.0 / 17.0
+    c5 = (1.0 / 23.0) * w + 1.0 / 21.0
+    c6 = (1.0 / 27.0) * w + 1.0 / 25.0
+    c7 = (1.0 / 31.0) * w + 1.0 / 29.0
+    w2 = w * w
+    d0 = c1 * w2 + c0
+    d1 = c3 * w2 + c2
+    d2 = c5 * w2 + c4
+    d3 = c7 * w2 + c6
+    w4 = w2 * w2
+    f0 = d1 * w4 + d0
+    f1 = d3 * w4 + d2
+    return 2.0 * s * (f1 * (w4 * w4) + f0)
 
 
 @intrinsic
@@ -506,7 +562,7 @@ def _relu_forward_flat(h, z):
         lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
         hc, zc = h[lo:hi], z[lo:hi]
         for m in range(zc.shape[0]):
-            hc[m] = zc[m] if zc[m] > 0.0 else 0.0
+            hc[m] = 0.0 if zc[m] < 0.0 else zc[m]  # NaN stays NaN
 
 
 @tuned_kernel
@@ -517,6 +573,49 @@ def _relu_backward_flat(dz, dh, h):
         dzc, dhc, hc = dz[lo:hi], dh[lo:hi], h[lo:hi]
         for m in range(hc.shape[0]):
             dzc[m] = dhc[m] if hc[m] > 0.0 else 0.0
+
+
+@tuned_kernel
+def _leaky_relu_forward_flat(h, z, slope):
+    m_total = z.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        hc, zc = h[lo:hi], z[lo:hi]
+        for m in range(zc.shape[0]):
+            hc[m] = zc[m] if zc[m] > 0.0 else slope * zc[m]
+
+
+@tuned_kernel
+def _leaky_relu_backward_flat(dz, dh, h, slope):
+    m_total = h.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        dzc, dhc, hc = dz[lo:hi], dh[lo:hi], h[lo:hi]
+        for m in range(hc.shape[0]):
+            dzc[m] = dhc[m] if hc[m] > 0.0 else slope * dhc[m]
+
+
+@tuned_kernel
+def _softplus_forward_flat(h, z):
+    # max(z, 0) + log1p(exp(-|z|)) with the vectorizable exp and log1p (no libm call).
+    m_total = z.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        hc, zc = h[lo:hi], z[lo:hi]
+        for m in range(zc.shape[0]):
+            zm = np.float64(zc[m])
+            hc[m] = max(zm, 0.0) + log1p_unit(exp_nonpositive(-abs(zm)))
+
+
+@tuned_kernel
+def _softplus_backward_flat(dz, dh, h):
+    # -expm1(-h), not 1 - exp(-h): h -> 0 (z very negative) would cancel to nothing.
+    m_total = h.shape[0]
+    for c in prange((m_total + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(m_total, (c + 1) * CHUNK)
+        dzc, dhc, hc = dz[lo:hi], dh[lo:hi], h[lo:hi]
+        for m in range(hc.shape[0]):
+            dzc[m] = dhc[m] * -expm1_nonpositive(-np.float64(hc[m]))
 
 
 @tuned_kernel
@@ -820,21 +919,20 @@ def _transpose(out, a):
 # ---------------------------------------------------------------------------
 
 
-def _pick(compiled, work):
-    return compiled.serial if work < PARALLEL_MIN_WORK else compiled
-
-
 def _contiguous(*arrays):
     return all(a.flags.c_contiguous for a in arrays)
 
 
-def _elementwise(flat_kernel, literal_kernel, name, doc_from):
-    """Public kernel f(out, *ins) on the flattened arrays (views), literal loops if not C-contiguous."""
+def _elementwise(flat_kernel, literal_kernel, name, doc_from, *constants):
+    """Public kernel f(out, *ins) on the flattened arrays (views), literal loops if not C-contiguous.
+
+    ``constants`` are passed to the flat kernel after the arrays.
+    """
 
     def kernel(out, *ins):
         if not _contiguous(out, *ins):
             return literal_kernel(out, *ins)
-        return _pick(flat_kernel, out.size)(out.reshape(-1), *(a.reshape(-1) for a in ins))
+        return pick(flat_kernel, out.size)(out.reshape(-1), *(a.reshape(-1) for a in ins), *constants)
 
     kernel.__name__ = kernel.__qualname__ = name
     kernel.__doc__ = doc_from.__doc__
@@ -849,6 +947,14 @@ tanh_forward = _elementwise(_tanh_forward_flat, literal.tanh_forward, "tanh_forw
 tanh_backward = _elementwise(_tanh_backward_flat, literal.tanh_backward, "tanh_backward", literal.tanh_backward)
 relu_forward = _elementwise(_relu_forward_flat, literal.relu_forward, "relu_forward", literal.relu_forward)
 relu_backward = _elementwise(_relu_backward_flat, literal.relu_backward, "relu_backward", literal.relu_backward)
+leaky_relu_forward = _elementwise(_leaky_relu_forward_flat, literal.leaky_relu_forward, "leaky_relu_forward",
+                                  literal.leaky_relu_forward, literal.LEAKY_RELU_SLOPE)
+leaky_relu_backward = _elementwise(_leaky_relu_backward_flat, literal.leaky_relu_backward, "leaky_relu_backward",
+                                   literal.leaky_relu_backward, literal.LEAKY_RELU_SLOPE)
+softplus_forward = _elementwise(_softplus_forward_flat, literal.softplus_forward, "softplus_forward",
+                                literal.softplus_forward)
+softplus_backward = _elementwise(_softplus_backward_flat, literal.softplus_backward, "softplus_backward",
+                                 literal.softplus_backward)
 identity_forward = _elementwise(_copy_flat, literal.identity_forward, "identity_forward",
                                 literal.identity_forward)
 
@@ -856,14 +962,14 @@ identity_forward = _elementwise(_copy_flat, literal.identity_forward, "identity_
 def identity_backward(dz, dh, h):
     if not _contiguous(dz, dh):
         return literal.identity_backward(dz, dh, h)
-    _pick(_copy_flat, dz.size)(dz.reshape(-1), dh.reshape(-1))
+    pick(_copy_flat, dz.size)(dz.reshape(-1), dh.reshape(-1))
 
 
 identity_backward.__doc__ = literal.identity_backward.__doc__
 
 
 def softmax_forward(p, z):
-    _pick(_softmax_forward, z.size)(p, z)
+    pick(_softmax_forward, z.size)(p, z)
 
 
 softmax_forward.__doc__ = literal.softmax_forward.__doc__
@@ -871,7 +977,7 @@ softmax_forward.__doc__ = literal.softmax_forward.__doc__
 
 def linear_forward(z, h_prev, W, b):
     n, d_in = h_prev.shape
-    _pick(_gemm, n * d_in * W.shape[1])(z, h_prev, False, W, b)
+    pick(_gemm, n * d_in * W.shape[1])(z, h_prev, False, W, b)
 
 
 linear_forward.__doc__ = literal.linear_forward.__doc__
@@ -887,17 +993,17 @@ def linear_backward_weight(dW, dz, h_prev):
     if d_out < NARROW_COLS and d_in > d_out:
         # dWᵀ = dzᵀ · h_prev: the vector loop runs over the d_in columns of h_prev.
         dWT = np.empty((d_out, d_in), dtype=dW.dtype)
-        _pick(_gemm, work)(dWT, dz, True, h_prev, no_bias)
-        _pick(_transpose, d_in * d_out)(dW, dWT)
+        pick(_gemm, work)(dWT, dz, True, h_prev, no_bias)
+        pick(_transpose, d_in * d_out)(dW, dWT)
     else:
-        _pick(_gemm, work)(dW, h_prev, True, dz, no_bias)
+        pick(_gemm, work)(dW, h_prev, True, dz, no_bias)
 
 
 linear_backward_weight.__doc__ = literal.linear_backward_weight.__doc__
 
 
 def linear_backward_bias(db, dz):
-    _pick(_column_sums, dz.size)(db, dz)
+    pick(_column_sums, dz.size)(db, dz)
 
 
 linear_backward_bias.__doc__ = literal.linear_backward_bias.__doc__
@@ -906,9 +1012,9 @@ linear_backward_bias.__doc__ = literal.linear_backward_bias.__doc__
 def linear_backward_input(dh_prev, dz, W):
     d_in, d_out = W.shape
     WT = np.empty((d_out, d_in), dtype=W.dtype)  # pre-transposed W: rows of Wᵀ are unit-stride
-    _pick(_transpose, W.size)(WT, W)
+    pick(_transpose, W.size)(WT, W)
     no_bias = _NO_BIAS.get(dh_prev.dtype, np.empty(0, dh_prev.dtype))
-    _pick(_gemm, dz.shape[0] * d_in * d_out)(dh_prev, dz, False, WT, no_bias)
+    pick(_gemm, dz.shape[0] * d_in * d_out)(dh_prev, dz, False, WT, no_bias)
 
 
 linear_backward_input.__doc__ = literal.linear_backward_input.__doc__
@@ -917,7 +1023,7 @@ linear_backward_input.__doc__ = literal.linear_backward_input.__doc__
 def half_sse_loss(h, t):
     if not _contiguous(h, t):
         return literal.half_sse_loss(h, t)
-    return 0.5 * _pick(_squared_error_sum_flat, h.size)(h.reshape(-1), t.reshape(-1))
+    return 0.5 * pick(_squared_error_sum_flat, h.size)(h.reshape(-1), t.reshape(-1))
 
 
 half_sse_loss.__doc__ = literal.half_sse_loss.__doc__
@@ -926,7 +1032,7 @@ half_sse_loss.__doc__ = literal.half_sse_loss.__doc__
 def mse_loss(h, t):
     if not _contiguous(h, t):
         return literal.mse_loss(h, t)
-    return _pick(_squared_error_sum_flat, h.size)(h.reshape(-1), t.reshape(-1)) / h.size
+    return pick(_squared_error_sum_flat, h.size)(h.reshape(-1), t.reshape(-1)) / h.size
 
 
 mse_loss.__doc__ = literal.mse_loss.__doc__
@@ -935,7 +1041,7 @@ mse_loss.__doc__ = literal.mse_loss.__doc__
 def half_sse_backward(dh, h, t):
     if not _contiguous(dh, h, t):
         return literal.half_sse_backward(dh, h, t)
-    _pick(_scaled_difference_flat, h.size)(dh.reshape(-1), h.reshape(-1), t.reshape(-1), 1.0)
+    pick(_scaled_difference_flat, h.size)(dh.reshape(-1), h.reshape(-1), t.reshape(-1), 1.0)
 
 
 half_sse_backward.__doc__ = literal.half_sse_backward.__doc__
@@ -944,14 +1050,14 @@ half_sse_backward.__doc__ = literal.half_sse_backward.__doc__
 def mse_backward(dh, h, t):
     if not _contiguous(dh, h, t):
         return literal.mse_backward(dh, h, t)
-    _pick(_scaled_difference_flat, h.size)(dh.reshape(-1), h.reshape(-1), t.reshape(-1), 2.0 / h.size)
+    pick(_scaled_difference_flat, h.size)(dh.reshape(-1), h.reshape(-1), t.reshape(-1), 2.0 / h.size)
 
 
 mse_backward.__doc__ = literal.mse_backward.__doc__
 
 
 def softmax_cross_entropy_loss(z, t):
-    return _pick(_softmax_cross_entropy_loss, z.size)(z, t)
+    return pick(_softmax_cross_entropy_loss, z.size)(z, t)
 
 
 softmax_cross_entropy_loss.__doc__ = literal.softmax_cross_entropy_loss.__doc__
@@ -960,48 +1066,14 @@ softmax_cross_entropy_loss.__doc__ = literal.softmax_cross_entropy_loss.__doc__
 def softmax_cross_entropy_backward(dz, p, t):
     if not _contiguous(dz, p, t):
         return literal.softmax_cross_entropy_backward(dz, p, t)
-    _pick(_divided_difference_flat, p.size)(dz.reshape(-1), p.reshape(-1), t.reshape(-1), float(p.shape[0]))
+    pick(_divided_difference_flat, p.size)(dz.reshape(-1), p.reshape(-1), t.reshape(-1), float(p.shape[0]))
 
 
 softmax_cross_entropy_backward.__doc__ = literal.softmax_cross_entropy_backward.__doc__
 
 
 def sgd_update(param, grad, lr):
-    _pick(_sgd_update_flat, param.size)(param, grad, lr)
+    pick(_sgd_update_flat, param.size)(param, grad, lr)
 
 
 sgd_update.__doc__ = literal.sgd_update.__doc__
-
-
-#: name -> public tuned kernel, for :func:`nbmlp.engines.register_engine`.
-TUNED_KERNELS = {
-    "sigmoid_forward": sigmoid_forward,
-    "sigmoid_backward": sigmoid_backward,
-    "tanh_forward": tanh_forward,
-    "tanh_backward": tanh_backward,
-    "relu_forward": relu_forward,
-    "relu_backward": relu_backward,
-    "identity_forward": identity_forward,
-    "identity_backward": identity_backward,
-    "softmax_forward": softmax_forward,
-    "linear_forward": linear_forward,
-    "linear_backward_weight": linear_backward_weight,
-    "linear_backward_bias": linear_backward_bias,
-    "linear_backward_input": linear_backward_input,
-    "half_sse_loss": half_sse_loss,
-    "half_sse_backward": half_sse_backward,
-    "mse_loss": mse_loss,
-    "mse_backward": mse_backward,
-    "softmax_cross_entropy_loss": softmax_cross_entropy_loss,
-    "softmax_cross_entropy_backward": softmax_cross_entropy_backward,
-    "sgd_update": sgd_update,
-}
-
-
-def _register():
-    from .engines import register_engine
-
-    register_engine("tuned", TUNED_KERNELS)
-
-
-_register()

@@ -19,49 +19,30 @@ are indexed by l itself: ``dL_dz[2]`` is the note's dL/dz^(2).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
+from . import ops
 from .engines import get_engine
 from .validation import (
+    check_activations,
     check_dtype,
+    check_loss,
     check_matrix,
     check_sizes,
 )
 
-#: activation name -> (forward kernel, backward kernel).  Backward kernels take
-#: the saved output h, never z: every derivative here is a function of h.
-ACTIVATIONS = {
-    "sigmoid": ("sigmoid_forward", "sigmoid_backward"),
-    "tanh": ("tanh_forward", "tanh_backward"),
-    "relu": ("relu_forward", "relu_backward"),
-    "identity": ("identity_forward", "identity_backward"),
-    # softmax's backward is fused with the cross-entropy loss.
-    "softmax": ("softmax_forward", None),
-}
+#: activation name -> (forward kernel, backward kernel), derived from :data:`nbmlp.ops.ACTIVATIONS`.
+#: Backward kernels take the saved output h, never z: every derivative here is a
+#: function of h.  softmax's backward is None: it is fused with the cross-entropy loss.
+ACTIVATIONS = MappingProxyType({name: (op.forward, op.backward) for name, op in ops.ACTIVATIONS.items()})
 
+#: How a loss is computed: which kernels, and on which output (an entry of :data:`nbmlp.ops.LOSSES`).
+LossSpec = ops.Loss
 
-@dataclass(frozen=True)
-class LossSpec:
-    """How a loss is computed: which kernels, and on which output."""
-
-    name: str
-    loss_kernel: str
-    backward_kernel: str
-    #: True when the loss is computed from the logits z_L and its backward
-    #: writes dL/dz_L directly (softmax + cross-entropy, fused).
-    fused_softmax: bool
-    scaling: str
-
-
-LOSSES = {
-    "half_sse": LossSpec("half_sse", "half_sse_loss", "half_sse_backward", False,
-                         "½ Σ_i Σ_k (t_ik - h_ik)^2: a sum over samples and outputs (the note's loss)"),
-    "mse": LossSpec("mse", "mse_loss", "mse_backward", False,
-                    "1/(n d) Σ_i Σ_k (t_ik - h_ik)^2: a mean over samples and outputs"),
-    "cross_entropy": LossSpec("cross_entropy", "softmax_cross_entropy_loss", "softmax_cross_entropy_backward",
-                              True, "-1/n Σ_i Σ_k t_ik log softmax(z)_ik: a mean over samples"),
-}
+#: loss name -> LossSpec: the table of operations' losses.
+LOSSES = ops.LOSSES
 
 
 @dataclass
@@ -89,29 +70,6 @@ class Gradients:
         return f"Gradients(loss={self.loss:.6g}, {shapes})"
 
 
-def _check_activations(activation, output_activation, n_layers, loss: LossSpec) -> tuple:
-    if isinstance(activation, str):
-        names = [activation] * n_layers
-    elif hasattr(activation, "__iter__"):
-        names = list(activation)
-        if len(names) != n_layers:
-            raise ValueError(f"activation lists one name per layer: expected {n_layers}, got {len(names)}")
-    else:
-        raise TypeError(f"activation must be a name or a list of names, got {activation!r}")
-    if output_activation is not None:
-        names[-1] = output_activation
-    elif loss.fused_softmax:
-        names[-1] = "softmax"
-    for l, name in enumerate(names, start=1):
-        if not isinstance(name, str) or name not in ACTIVATIONS:
-            raise ValueError(f"activation of layer {l} must be one of {tuple(ACTIVATIONS)}, got {name!r}")
-        if name == "softmax" and (l != n_layers or not loss.fused_softmax):
-            raise ValueError("softmax is only available as the output activation with loss='cross_entropy'")
-    if loss.fused_softmax and names[-1] != "softmax":
-        raise ValueError(f"loss='cross_entropy' needs output_activation='softmax', got {names[-1]!r}")
-    return tuple(names)
-
-
 class MLP:
     r"""A fully connected network trained by batch backpropagation.
 
@@ -130,8 +88,8 @@ class MLP:
     input_sigmoid : bool
         The note computes ``h0 = sigma(X)``; ``False`` feeds ``h0 = X``.
     activation : str or list of str
-        Activation of every layer (one name) or of each of the L layers.
-        One of ``sigmoid`` (the note's), ``tanh``, ``relu``, ``identity``.
+        Activation of every layer (one name) or of each of the L layers:
+        a name of ``nbmlp.ops.HIDDEN_ACTIVATIONS`` (``sigmoid`` is the note's).
     output_activation : str or None
         Overrides the activation of the last layer.  ``loss="cross_entropy"``
         implies ``"softmax"``.
@@ -140,8 +98,9 @@ class MLP:
         samples and outputs) or ``"cross_entropy"`` (softmax + cross-entropy,
         mean over samples).
 
-    Weights are drawn uniformly from ±sqrt(6 / (d_in + d_out)) (Glorot) --
-    ±sqrt(6 / d_in) (He) for relu layers -- and biases start at zero.
+    Weights are drawn uniformly from ±sqrt(6 / (d_in + d_out)) (Glorot) or
+    ±sqrt(6 / d_in) (He, for the relu family), as the entry of the layer's
+    activation says (``nbmlp.ops.ACTIVATIONS[name].init``); biases start at zero.
     """
 
     def __init__(self, sizes=(4, 5, 3), *, seed=None, dtype="float64", engine="loops", input_sigmoid=True,
@@ -153,11 +112,9 @@ class MLP:
         if not isinstance(input_sigmoid, (bool, np.bool_)):
             raise TypeError(f"input_sigmoid must be True or False, got {input_sigmoid!r}")
         self.input_sigmoid = bool(input_sigmoid)
-        if not isinstance(loss, str) or loss not in LOSSES:
-            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
+        self._loss = check_loss(loss)
         self.loss_name = loss
-        self._loss = LOSSES[loss]
-        self.activations = _check_activations(activation, output_activation, self.n_layers, self._loss)
+        self.activations = check_activations(activation, output_activation, self.n_layers, self._loss)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an integer or None, got {seed!r}")
         self.seed = seed
@@ -179,8 +136,7 @@ class MLP:
         self.W, self.b = [], []
         for l in range(1, len(self.sizes)):
             d_in, d_out = self.sizes[l - 1], self.sizes[l]
-            fan = d_in if self.activations[l - 1] == "relu" else d_in + d_out
-            limit = np.sqrt(6.0 / fan)
+            limit = ops.ACTIVATIONS[self.activations[l - 1]].init_limit(d_in, d_out)
             self.W.append(rng.uniform(-limit, limit, size=(d_in, d_out)).astype(self.dtype))
             self.b.append(np.zeros(d_out, dtype=self.dtype))
 

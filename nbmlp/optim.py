@@ -34,8 +34,10 @@ from types import SimpleNamespace
 import numpy as np
 from numba import njit, prange
 
-from . import reference
+from . import ops, reference
 from ._jit import JIT_FLAGS, loop_kernel
+from .engines import get_engine
+from .parallel import pick
 
 # ---------------------------------------------------------------------------
 # Kernels
@@ -123,19 +125,14 @@ def adam_update(param, m1, m2, grad, lr, beta1, beta2, epsilon, t):
         param[m] = param[m] - lr * m_hat / (math.sqrt(v_hat) + epsilon)
 
 
-#: The update kernels of this module (each has a twin of the same name in nbmlp.reference).
-UPDATE_KERNEL_NAMES = ("l2_gradient", "l2_penalty", "momentum_update", "nesterov_update", "adam_update")
-
-#: Below this many parameter entries an update runs its serial compilation
-#: (the same threshold idea as nbmlp.engines.PARALLEL_MIN_WORK).
-PARALLEL_MIN_SIZE = 1 << 15
+#: The update kernels of this module (each has a twin of the same name in nbmlp.reference),
+#: from the table of operations (:func:`nbmlp.ops.update_kernel_names`).
+UPDATE_KERNEL_NAMES = ops.update_kernel_names()
 
 
 def _auto(kernel):
-    parallel, serial = kernel, kernel.serial
-
     def dispatch(param, *args):
-        return (serial if param.shape[0] < PARALLEL_MIN_SIZE else parallel)(param, *args)
+        return pick(kernel, param.shape[0])(param, *args)
 
     dispatch.__name__ = kernel.__name__
     dispatch.__doc__ = kernel.__doc__
@@ -147,7 +144,7 @@ def update_kernels(engine: str) -> SimpleNamespace:
 
     ``"numpy"`` gets the NumPy twins, ``"loops-serial"`` / ``"loops-parallel"``
     always the serial / parallel compilation, and every other engine the loop
-    kernels, serial below :data:`PARALLEL_MIN_SIZE` entries.
+    kernels, serial or parallel by the number of entries (:func:`nbmlp.parallel.pick`).
     """
     g = globals()
     if engine == "numpy":
@@ -165,21 +162,34 @@ def update_kernels(engine: str) -> SimpleNamespace:
 
 
 class Optimizer:
-    """Base class: ``step(params, grads, lr)`` updates every array of ``params`` in place.
+    """An update rule of the table (:data:`nbmlp.ops.OPTIMIZERS`) with its state: ``step(params, grads, lr)``.
 
     ``params`` and ``grads`` are equal-length lists of C-contiguous arrays
-    (``net.W + net.b`` and the matching gradients).  State arrays are created on
-    the first step, in the parameters' dtype, and kept for later steps (so
-    ``partial_fit`` continues where the last call stopped).
+    (``net.W + net.b`` and the matching gradients); every array is updated in
+    place through its flat view.  The rule's entry says everything the step
+    needs: its kernel, called as ``kernel(theta, *state, g, lr, *hyperparameters)``
+    (plus the step number t when ``step_count``), the names of its state lists
+    (attributes of the optimizer, one array per parameter, created at the first
+    step in the parameters' dtype and kept, so ``partial_fit`` continues where
+    the last call stopped) and of its hyperparameters (attributes too).
     """
 
     name = "base"
 
-    def __init__(self, engine: str = "loops", sgd_update=None):
+    def __init__(self, engine: str = "loops", sgd_update=None, **hyperparameters):
         self.engine = engine
         self._ops = update_kernels(engine)
         self._sgd_update = sgd_update
         self.t = 0  # number of steps taken
+        for h, value in hyperparameters.items():
+            setattr(self, h, float(value))
+        for s in self.rule.state:
+            setattr(self, s, [])
+
+    @property
+    def rule(self) -> ops.UpdateRule:
+        """This optimizer's entry of the table of operations."""
+        return ops.OPTIMIZERS[self.name]
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -193,8 +203,6 @@ class Optimizer:
 
     def _plain_step(self, theta, g, lr):
         if self._sgd_update is None:
-            from .engines import get_engine
-
             try:
                 self._sgd_update = get_engine(self.engine).sgd_update
             except ValueError:
@@ -206,17 +214,24 @@ class Optimizer:
         for index, (param, grad) in enumerate(zip(params, grads, strict=True)):
             self._update(index, param.reshape(-1), grad.reshape(-1), float(lr))
 
-    def _update(self, index, theta, g, lr):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _update(self, index, theta, g, lr):
+        rule = self.rule
+        if rule.engine_kernel:  # the engine's own kernel (plain SGD)
+            self._plain_step(theta, g, lr)
+            return
+        state = [getattr(self, s) for s in rule.state]
+        if state and index == len(state[0]):
+            for arrays in state:
+                arrays.append(np.zeros_like(theta))
+        getattr(self._ops, rule.kernel)(theta, *(arrays[index] for arrays in state), g, lr,
+                                        *(getattr(self, h) for h in rule.hyperparameters),
+                                        *((self.t,) if rule.step_count else ()))
 
 
 class SGD(Optimizer):
     """theta <- theta - lr g (:func:`nbmlp.kernels.sgd_update`)."""
 
     name = "sgd"
-
-    def _update(self, index, theta, g, lr):
-        self._plain_step(theta, g, lr)
 
 
 class Momentum(Optimizer):
@@ -225,19 +240,19 @@ class Momentum(Optimizer):
     name = "momentum"
 
     def __init__(self, momentum: float = 0.9, nesterov: bool = False, engine: str = "loops", sgd_update=None):
-        super().__init__(engine, sgd_update)
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
-        self.velocity: list = []
+        if nesterov:
+            self.name = "nesterov"
+        super().__init__(engine, sgd_update, momentum=momentum)
+
+    @property
+    def nesterov(self) -> bool:
+        return self.name == "nesterov"
 
     def _update(self, index, theta, g, lr):
         if self.momentum == 0.0:
             self._plain_step(theta, g, lr)
             return
-        if index == len(self.velocity):
-            self.velocity.append(np.zeros_like(theta))
-        kernel = self._ops.nesterov_update if self.nesterov else self._ops.momentum_update
-        kernel(theta, self.velocity[index], g, lr, self.momentum)
+        super()._update(index, theta, g, lr)
 
 
 class Adam(Optimizer):
@@ -247,21 +262,12 @@ class Adam(Optimizer):
 
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8, engine: str = "loops",
                  sgd_update=None):
-        super().__init__(engine, sgd_update)
-        self.beta1, self.beta2, self.epsilon = float(beta1), float(beta2), float(epsilon)
-        self.m1: list = []
-        self.m2: list = []
-
-    def _update(self, index, theta, g, lr):
-        if index == len(self.m1):
-            self.m1.append(np.zeros_like(theta))
-            self.m2.append(np.zeros_like(theta))
-        self._ops.adam_update(theta, self.m1[index], self.m2[index], g, lr, self.beta1, self.beta2,
-                              self.epsilon, self.t)
+        super().__init__(engine, sgd_update, beta1=beta1, beta2=beta2, epsilon=epsilon)
 
 
-#: optimizer name -> class, as accepted by nbmlp.training and ``--optimizer``.
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+#: Optimizer names, as accepted by nbmlp.training and ``--optimizer``: the update rules of
+#: :data:`nbmlp.ops.OPTIMIZERS`.
+OPTIMIZERS = tuple(ops.OPTIMIZERS)
 
 
 def _check_unit_interval(value, name, *, closed_left=True):
@@ -275,6 +281,18 @@ def _check_unit_interval(value, name, *, closed_left=True):
     return value
 
 
+def _check_positive_finite(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+#: How each hyperparameter named by an update rule of the table is checked.
+HYPERPARAMETER_CHECKS = {"momentum": _check_unit_interval, "beta1": _check_unit_interval,
+                         "beta2": _check_unit_interval, "epsilon": _check_positive_finite}
+
+
 def make_optimizer(name: str, *, engine: str = "loops", momentum: float = 0.9, beta1: float = 0.9,
                    beta2: float = 0.999, epsilon: float = 1e-8, sgd_update=None) -> Optimizer:
     """Build an optimizer by name: ``"sgd"``, ``"momentum"``, ``"nesterov"`` or ``"adam"``.
@@ -283,14 +301,10 @@ def make_optimizer(name: str, *, engine: str = "loops", momentum: float = 0.9, b
     """
     if not isinstance(name, str) or name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    given = {"momentum": momentum, "beta1": beta1, "beta2": beta2, "epsilon": epsilon}
+    hyper = {h: HYPERPARAMETER_CHECKS[h](given[h], h) for h in ops.OPTIMIZERS[name].hyperparameters}
     if name == "sgd":
         return SGD(engine, sgd_update)
     if name in ("momentum", "nesterov"):
-        momentum = _check_unit_interval(momentum, "momentum")
-        return Momentum(momentum, nesterov=(name == "nesterov"), engine=engine, sgd_update=sgd_update)
-    beta1 = _check_unit_interval(beta1, "beta1")
-    beta2 = _check_unit_interval(beta2, "beta2")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating, np.integer)) \
-            or not (np.isfinite(epsilon) and epsilon > 0):
-        raise ValueError(f"epsilon must be a finite number > 0, got {epsilon!r}")
-    return Adam(beta1, beta2, float(epsilon), engine=engine, sgd_update=sgd_update)
+        return Momentum(hyper["momentum"], nesterov=(name == "nesterov"), engine=engine, sgd_update=sgd_update)
+    return Adam(hyper["beta1"], hyper["beta2"], hyper["epsilon"], engine=engine, sgd_update=sgd_update)

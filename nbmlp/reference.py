@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import LEAKY_RELU_SLOPE
+
 
 def _stable_sigmoid(z):
     # sigma(z) = 1/(1+e^{-z}) for z >= 0, e^{z}/(1+e^{z}) for z < 0: exp(-|z|) <= 1.
@@ -46,6 +48,26 @@ def relu_forward(h, z):
 def relu_backward(dz, dh, h):
     r"""dL/dz = dL/dh ⊙ [h > 0]."""
     dz[...] = np.where(h > 0.0, dh, 0.0)
+
+
+def leaky_relu_forward(h, z):
+    r"""h = z where z > 0, a z elsewhere (a = LEAKY_RELU_SLOPE)."""
+    h[...] = np.where(z > 0.0, z, LEAKY_RELU_SLOPE * z)
+
+
+def leaky_relu_backward(dz, dh, h):
+    r"""dL/dz = dL/dh ⊙ (1 where h > 0, a elsewhere)."""
+    dz[...] = np.where(h > 0.0, dh, LEAKY_RELU_SLOPE * dh)
+
+
+def softplus_forward(h, z):
+    r"""h = log(1 + e^z) = max(z, 0) + log1p(e^{-|z|})."""
+    h[...] = np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def softplus_backward(dz, dh, h):
+    r"""dL/dz = dL/dh ⊙ sigma(z) = dL/dh ⊙ (1 - e^{-h})."""
+    dz[...] = dh * -np.expm1(-h)
 
 
 def identity_forward(h, z):

@@ -13,6 +13,8 @@ import numbers
 
 import numpy as np
 
+from . import ops
+
 #: The floating dtypes a network may compute in.
 DTYPES = ("float32", "float64")
 
@@ -67,6 +69,39 @@ def check_nonnegative_float(value, name: str) -> float:
     if not np.isfinite(value) or value < 0.0:
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     return value
+
+
+def check_loss(loss) -> ops.Loss:
+    """The entry of the table of operations for the loss named ``loss``."""
+    if not isinstance(loss, str) or loss not in ops.LOSSES:
+        raise ValueError(f"loss must be one of {tuple(ops.LOSSES)}, got {loss!r}")
+    return ops.LOSSES[loss]
+
+
+def check_activations(activation, output_activation, n_layers: int, loss: ops.Loss) -> tuple:
+    """The activation of each of the n_layers layers, from one name or a list, checked against the table."""
+    if isinstance(activation, str):
+        names = [activation] * n_layers
+    elif hasattr(activation, "__iter__"):
+        names = list(activation)
+        if len(names) != n_layers:
+            raise ValueError(f"activation lists one name per layer: expected {n_layers}, got {len(names)}")
+    else:
+        raise TypeError(f"activation must be a name or a list of names, got {activation!r}")
+    if output_activation is not None:
+        names[-1] = output_activation
+    elif loss.output_activation is not None:
+        names[-1] = loss.output_activation
+    for l, name in enumerate(names, start=1):
+        if not isinstance(name, str) or name not in ops.ACTIVATIONS:
+            raise ValueError(f"activation of layer {l} must be one of {tuple(ops.ACTIVATIONS)}, got {name!r}")
+        op = ops.ACTIVATIONS[name]
+        if (l != n_layers and not op.hidden) or (op.only_with_loss not in (None, loss.name)):
+            raise ValueError(f"{name} is only available as the output activation with loss={op.only_with_loss!r}")
+    if loss.output_activation not in (None, names[-1]):
+        raise ValueError(f"loss={loss.name!r} needs output_activation={loss.output_activation!r}, "
+                         f"got {names[-1]!r}")
+    return tuple(names)
 
 
 def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | None = None) -> np.ndarray:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nbmlp
-from nbmlp import reference
+from nbmlp import ops, reference
 from nbmlp.engines import KERNEL_NAMES, get_engine
 
 LOOP_ENGINES = [name for name in nbmlp.ENGINES if name != "numpy"]
@@ -23,18 +23,15 @@ LOOP_ENGINES = [name for name in nbmlp.ENGINES if name != "numpy"]
 EDGE_SHAPES = [(1, 1, 1), (1, 4, 5), (3, 1, 1), (150, 4, 5), (7, 5, 3), (1, 7, 1), (33, 1, 9), (64, 17, 10)]
 
 
-def _activation_output(name, rng, shape, dtype):
-    """A valid saved output h of the activation (what the backward kernel reads)."""
-    z = rng.normal(scale=2.0, size=shape)
-    if name == "sigmoid":
-        h = 1.0 / (1.0 + np.exp(-z))
-    elif name == "tanh":
-        h = np.tanh(z)
-    elif name == "relu":
-        h = np.maximum(z, 0.0)
-    else:
-        h = z
-    return h.astype(dtype)
+ROLES = ops.kernel_roles()
+
+
+def _activation_output(op, rng, shape, dtype):
+    """A valid saved output h of the activation (what the backward kernel reads): its twin's forward of z."""
+    z = rng.normal(scale=2.0, size=shape).astype(dtype)
+    h = np.empty_like(z)
+    getattr(reference, op.forward)(h, z)
+    return h
 
 
 def _targets(rng, n, d, dtype, probabilities=False):
@@ -45,41 +42,42 @@ def _targets(rng, n, d, dtype, probabilities=False):
 
 
 def make_case(name, rng, n, d_in, d_out, dtype):
-    """Arguments for one call of kernel ``name``: (args, indices of output arrays)."""
+    """Arguments for one call of kernel ``name``: (args, indices of output arrays).
+
+    The kernel's role (from the table of operations, ``nbmlp.ops.kernel_roles``) decides its arguments.
+    """
     def normal(*shape, scale=1.0):
         return (rng.normal(scale=scale, size=shape)).astype(dtype)
 
     def out(*shape):
         return np.full(shape, np.nan, dtype=dtype)
 
-    if name.endswith("_forward") and name not in ("linear_forward",):
-        # activation or softmax: (h, z); z spans large magnitudes to exercise stability
+    role, op = ROLES[name]
+    if role == "activation_forward":
+        # (h, z); z spans large magnitudes to exercise stability
         z = normal(n, d_out, scale=4.0)
         z[0, 0] = 30.0 if z.size > 1 else z[0, 0]
         return (out(n, d_out), z), [0]
-    if name in ("sigmoid_backward", "tanh_backward", "relu_backward", "identity_backward"):
-        h = _activation_output(name.split("_")[0], rng, (n, d_out), dtype)
-        return (out(n, d_out), normal(n, d_out), h), [0]
-    if name == "linear_forward":
+    if role == "activation_backward":
+        return (out(n, d_out), normal(n, d_out), _activation_output(op, rng, (n, d_out), dtype)), [0]
+    if role == "linear_forward":
         return (out(n, d_out), normal(n, d_in), normal(d_in, d_out), normal(d_out)), [0]
-    if name == "linear_backward_weight":
+    if role == "linear_backward_weight":
         return (out(d_in, d_out), normal(n, d_out), normal(n, d_in)), [0]
-    if name == "linear_backward_bias":
+    if role == "linear_backward_bias":
         return (out(d_out), normal(n, d_out)), [0]
-    if name == "linear_backward_input":
+    if role == "linear_backward_input":
         return (out(n, d_in), normal(n, d_out), normal(d_in, d_out)), [0]
-    if name in ("half_sse_loss", "mse_loss"):
-        return (normal(n, d_out), _targets(rng, n, d_out, dtype)), []
-    if name == "softmax_cross_entropy_loss":
-        return (normal(n, d_out, scale=4.0), _targets(rng, n, d_out, dtype, probabilities=True)), []
-    if name in ("half_sse_backward", "mse_backward"):
-        return (out(n, d_out), normal(n, d_out), _targets(rng, n, d_out, dtype)), [0]
-    if name == "softmax_cross_entropy_backward":
-        p = _targets(rng, n, d_out, dtype, probabilities=True)
-        return (out(n, d_out), p, _targets(rng, n, d_out, dtype, probabilities=True)), [0]
-    if name == "sgd_update":
+    probabilities = role.startswith("loss") and op.targets == "probabilities"
+    if role == "loss":  # (out, t): out is the logits for a fused-softmax loss
+        scale = 4.0 if op.fused_softmax else 1.0
+        return (normal(n, d_out, scale=scale), _targets(rng, n, d_out, dtype, probabilities)), []
+    if role == "loss_backward":  # (d, h or p, t)
+        first = _targets(rng, n, d_out, dtype, probabilities=True) if op.fused_softmax else normal(n, d_out)
+        return (out(n, d_out), first, _targets(rng, n, d_out, dtype, probabilities)), [0]
+    if role == "update":
         return (normal(n * d_out), normal(n * d_out), 0.1), [0]
-    raise AssertionError(f"no test case for kernel {name}")
+    raise AssertionError(f"no test case for kernel {name} (role {role})")
 
 
 def check_kernel(engine_name, name, rng, n, d_in, d_out, dtype):

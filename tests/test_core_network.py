@@ -8,7 +8,7 @@ import pytest
 from conftest import DTYPES, FD_EPS, FD_REL_TOL, assert_close, rel_err
 
 import nbmlp
-from nbmlp import MLP
+from nbmlp import MLP, ops
 
 LOOP_ENGINES = [name for name in nbmlp.ENGINES if name != "numpy"]
 
@@ -25,7 +25,17 @@ ARCHITECTURES = [
     ((4, 5, 3), "identity", "mse", True),
     ((2, 9, 9, 9, 9, 2), ["relu", "tanh", "sigmoid", "identity", "sigmoid"], "mse", True),
     ((4, 5, 2), "sigmoid", "cross_entropy", True),
+    ((3, 6, 1, 3), ["softplus", "leaky_relu", "softplus"], "half_sse", True),
+    # one network per activation of the table, and one per loss
+    *(((3, 6, 4, 2), [name, name, "identity"], "mse", False) for name in ops.HIDDEN_ACTIVATIONS),
+    *(((3, 5, 3), "tanh", name, True) for name in ops.LOSSES),
 ]
+
+
+def arch_id(arch):
+    sizes, activation, loss, _ = arch
+    names = activation if isinstance(activation, str) else "+".join(activation)
+    return "-".join(map(str, sizes)) + f"-{names}-{loss}"
 
 
 def make_net(sizes, activation, loss, input_sigmoid, engine="loops", dtype="float64", seed=1):
@@ -35,7 +45,7 @@ def make_net(sizes, activation, loss, input_sigmoid, engine="loops", dtype="floa
 
 def make_batch(rng, n, sizes, loss, dtype="float64"):
     X = rng.normal(scale=1.5, size=(n, sizes[0])).astype(dtype)
-    if loss == "cross_entropy":
+    if ops.LOSSES[loss].targets == "probabilities":
         T = nbmlp.one_hot(rng.integers(0, sizes[-1], size=n), sizes[-1], dtype=dtype)
     else:
         T = rng.random((n, sizes[-1])).astype(dtype)
@@ -58,7 +68,7 @@ def all_quantities(g):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
 @pytest.mark.parametrize("engine", LOOP_ENGINES)
-@pytest.mark.parametrize("arch", ARCHITECTURES, ids=lambda a: "-".join(map(str, a[0])) + f"-{a[2]}")
+@pytest.mark.parametrize("arch", ARCHITECTURES, ids=arch_id)
 @pytest.mark.parametrize("n", [1, 2, 37])
 def test_every_quantity_matches_reference(arch, engine, dtype, n, rng):
     sizes, activation, loss, input_sigmoid = arch
@@ -72,7 +82,7 @@ def test_every_quantity_matches_reference(arch, engine, dtype, n, rng):
         assert_close(a, b, dtype, f"{name} of {sizes} {engine}")
     assert_close(np.array(g.loss), np.array(g_ref.loss), dtype, "loss")
     assert_close(net.forward(X), ref.forward(X), dtype, "forward")
-    if loss == "cross_entropy":
+    if ops.LOSSES[loss].fused_softmax:
         assert g.dL_dh[-1] is None  # the fused loss differentiates straight to dL/dz_L
 
 
@@ -88,13 +98,17 @@ def central_difference(net, X, T, array, index):
 
 
 @pytest.mark.parametrize("engine", ["loops", "numpy"])
-@pytest.mark.parametrize("arch", ARCHITECTURES, ids=lambda a: "-".join(map(str, a[0])) + f"-{a[2]}")
+@pytest.mark.parametrize("arch", ARCHITECTURES, ids=arch_id)
 def test_gradients_match_central_finite_differences(arch, engine, rng):
     sizes, _, loss, _ = arch
     net = make_net(*arch, engine=engine)
     X, T = make_batch(rng, 5, sizes, loss)
-    if "relu" in net.activations:  # keep pre-activations away from relu's kink at 0
+    if any(ops.ACTIVATIONS[a].kink is not None for a in net.activations):
+        # keep pre-activations away from a kink (relu's at 0): with zero biases, a sample whose
+        # units of one layer are all off has z = 0 exactly in the next layer
         X = X * 0.5
+        for b in net.b:
+            b[...] = rng.uniform(0.05, 0.2, size=b.shape)
     g = net.gradients(X, T)
     pairs = [(net.W[l], g.W[l]) for l in range(net.n_layers)] + [(net.b[l], g.b[l]) for l in range(net.n_layers)]
     pairs.append((X, g.dL_dz[0]))  # dL/dz0 is the gradient with respect to the input batch X

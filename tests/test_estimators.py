@@ -459,4 +459,5 @@ def test_alpha_inf_and_negative_random_state_name_the_parameter():
 def test_activation_choices_come_from_nbmlps_table():
     from nbmlp.estimators import HIDDEN_ACTIVATIONS
 
-    assert set(HIDDEN_ACTIVATIONS) == (set(nbmlp.ACTIVATIONS) - {"softmax"}) | {"logistic"}
+    assert set(HIDDEN_ACTIVATIONS) == set(nbmlp.ops.HIDDEN_ACTIVATIONS) | {"logistic"}
+    assert {"leaky_relu", "softplus"} <= set(HIDDEN_ACTIVATIONS)

@@ -167,9 +167,9 @@ def test_kernel_loop_is_bit_identical_with_one_and_two_threads(rng, monkeypatch)
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba was started with a single thread")
     monkeypatch.setattr(fused, "SMALL_MAX_WORK", -1)  # the kernel loop: tuned kernels, some parallel
-    import nbmlp.kernels_tuned as kt
+    from nbmlp import parallel
 
-    monkeypatch.setattr(kt, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_WORK", 0)
     X, T = _data(rng, (30, 70, 10), 300, "float64")
     runs = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):

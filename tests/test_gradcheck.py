@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import nbmlp
+from nbmlp import ops
 from nbmlp.engines import KERNEL_NAMES
 
 #: A correct backpropagation agrees with central differences (eps = 1e-6, float64) to ~1e-8.
@@ -22,18 +23,27 @@ NETS = [
     dict(sizes=(1, 1), activation="identity", loss="half_sse"),
     dict(sizes=(3, 4, 2), activation="relu", loss="mse", input_sigmoid=False),
     dict(sizes=(3, 4, 2), loss="half_sse", dtype="float32", engine="numpy"),
+    dict(sizes=(3, 5, 4, 2), activation=["leaky_relu", "softplus", "identity"], loss="mse", input_sigmoid=False),
+    dict(sizes=(2, 6, 3), activation="softplus", loss="cross_entropy", engine="tuned"),
+    dict(sizes=(3, 4, 2), activation="leaky_relu", loss="half_sse", dtype="float32"),
+    # every activation of the table in a hidden layer
+    *(dict(sizes=(3, 5, 2), activation=[name, "identity"], loss="mse") for name in ops.HIDDEN_ACTIVATIONS),
 ]
 
 
 def _batch(net, rng, n=6):
     X = rng.normal(size=(n, net.sizes[0]))
     dL = net.sizes[-1]
-    if net.loss_name == "cross_entropy":
+    if ops.LOSSES[net.loss_name].targets == "probabilities":
         return X, nbmlp.one_hot(rng.integers(0, dL, n), dL)
     return X, rng.random((n, dL))
 
 
-@pytest.mark.parametrize("arch", NETS, ids=lambda a: f"{a['sizes']}-{a.get('loss', 'half_sse')}")
+def _arch_id(a):
+    return f"{a['sizes']}-{a.get('activation', 'sigmoid')}-{a.get('loss', 'half_sse')}"
+
+
+@pytest.mark.parametrize("arch", NETS, ids=_arch_id)
 def test_correct_gradients_pass_and_the_net_is_unchanged(arch, rng):
     net = nbmlp.MLP(seed=4, **arch)
     X, T = _batch(net, rng)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import DTYPES, FD_EPS, FD_REL_TOL, REL_TOL, assert_close, rel_err
 
-from nbmlp import optim, reference
+from nbmlp import ops, optim, parallel, reference
 
 #: Flat parameter sizes: single entries, odd sizes, and one above the parallel threshold.
-SIZES = (1, 2, 7, 130, optim.PARALLEL_MIN_SIZE + 3)
+SIZES = (1, 2, 7, 130, parallel.PARALLEL_MIN_WORK + 3)
 
 #: kernel name -> compilations to test (parallel, serial, the size-dispatching one).
 COMPILATIONS = ("parallel", "serial", "auto")
@@ -24,33 +24,46 @@ def _kernel(name, compilation):
     return getattr(optim.update_kernels("loops"), name)
 
 
-def _state(rng, size, dtype, positive=False):
-    a = rng.normal(size=size)
-    return (np.abs(a) if positive else a).astype(dtype)
+def _state(rng, size, dtype):
+    return rng.normal(size=size).astype(dtype)
+
+
+#: A test value of each hyperparameter an update rule names.
+HYPERPARAMETERS = {"momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
+
+#: The update rules whose kernels live in nbmlp.optim (the table's non-engine rules), by kernel name.
+RULES = {rule.kernel: rule for rule in ops.OPTIMIZERS.values() if not rule.engine_kernel}
 
 
 def _run_steps(name, kernel, param, state, grads, lr=0.05):
-    """Apply ``len(grads)`` steps of update ``name`` to param and its state arrays (in place)."""
+    """Apply ``len(grads)`` steps of kernel ``name`` to param and its state arrays (in place).
+
+    An update rule's kernel is called as the table says: (theta, *state, g, lr, *hyperparameters[, t]).
+    """
     for t, g in enumerate(grads, start=1):
-        if name == "momentum_update" or name == "nesterov_update":
-            kernel(param, state[0], g, lr, 0.9)
-        elif name == "adam_update":
-            kernel(param, state[0], state[1], g, lr, 0.9, 0.999, 1e-8, t)
-        elif name == "l2_gradient":
+        if name == "l2_gradient":  # g <- g + lambda theta
             kernel(g, param, 0.3)
-        else:  # pragma: no cover
-            raise AssertionError(name)
+            continue
+        rule = RULES[name]
+        kernel(param, *state, g, lr, *(HYPERPARAMETERS[h] for h in rule.hyperparameters),
+               *((t,) if rule.step_count else ()))
+
+
+def _warm_state(name, rng, size, dtype):
+    """The rule's state arrays a few steps in (from zeros, by the twin): Adam's second moment stays >= 0."""
+    state = [np.zeros(size, dtype) for _ in (RULES[name].state if name in RULES else ())]
+    _run_steps(name, getattr(reference, name), _state(rng, size, dtype), state,
+               [_state(rng, size, dtype) for _ in range(2)])
+    return state
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("compilation", COMPILATIONS)
-@pytest.mark.parametrize("name", ["momentum_update", "nesterov_update", "adam_update", "l2_gradient"])
+@pytest.mark.parametrize("name", [*RULES, "l2_gradient"])
 def test_update_kernel_matches_reference(name, compilation, size, dtype, rng):
     param = _state(rng, size, dtype)
-    n_state = {"adam_update": 2, "l2_gradient": 0}.get(name, 1)
-    # Adam's second moment is non-negative; start from a state a few steps in.
-    state = [_state(rng, size, dtype, positive=(s == 1)) for s in range(n_state)]
+    state = _warm_state(name, rng, size, dtype)
     grads = [_state(rng, size, dtype) for _ in range(3)]
     grads_before = [g.copy() for g in grads]
 
@@ -85,11 +98,11 @@ def test_l2_penalty_matches_reference(size, dtype, rng):
     assert abs(optim.l2_penalty(param) - by_hand) <= REL_TOL[np.dtype(dtype)] * by_hand
 
 
-@pytest.mark.parametrize("name", ["momentum_update", "nesterov_update", "adam_update"])
+@pytest.mark.parametrize("name", list(RULES))
 def test_parallel_and_serial_compilations_agree_bit_for_bit(name, rng):
-    size = optim.PARALLEL_MIN_SIZE + 11
+    size = parallel.PARALLEL_MIN_WORK + 11
     param = rng.normal(size=size)
-    state = [rng.normal(size=size), np.abs(rng.normal(size=size))][: 2 if name == "adam_update" else 1]
+    state = _warm_state(name, rng, size, np.float64)
     grads = [rng.normal(size=size) for _ in range(2)]
     a_param, a_state = param.copy(), [s.copy() for s in state]
     b_param, b_state = param.copy(), [s.copy() for s in state]

@@ -21,7 +21,7 @@ from conftest import DTYPES, assert_close
 from test_core_kernels import check_kernel
 
 from nbmlp import kernels_tuned as kt
-from nbmlp import reference
+from nbmlp import ops, parallel, reference
 from nbmlp.engines import KERNEL_NAMES, get_engine
 
 #: Largest accepted relative error of exp_nonpositive against NumPy's exp, where
@@ -38,7 +38,7 @@ TILE_SHAPES = [(1, 1, 1), (1, 9, 17), (7, 8, 9), (9, 17, 8), (65, 9, 257), (70, 
 @pytest.fixture(params=["serial", "parallel"])
 def forced(request, monkeypatch):
     """Run every tuned kernel in its serial, or its parallel, compilation whatever the size."""
-    monkeypatch.setattr(kt, "PARALLEL_MIN_WORK", 1 << 62 if request.param == "serial" else 0)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_WORK", 1 << 62 if request.param == "serial" else 0)
     return request.param
 
 
@@ -49,9 +49,13 @@ def test_tuned_kernel_matches_reference_across_tiles(name, dtype, forced, rng):
         check_kernel("tuned", name, rng, n, d_in, d_out, dtype)
 
 
+#: Every kernel of the table but the linear layer's: activations, losses, the update.
+ELEMENTWISE = [name for name, (role, _) in ops.kernel_roles().items() if not role.startswith("linear")]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
 def test_elementwise_kernels_cross_chunk_boundaries(dtype, forced, rng):
-    for name in ("sigmoid_forward", "relu_backward", "half_sse_loss", "mse_backward", "sgd_update"):
+    for name in ELEMENTWISE:
         check_kernel("tuned", name, rng, 3 * kt.CHUNK // 7 + 5, 1, 7, dtype)  # 7 columns: chunks split rows
 
 
@@ -70,6 +74,28 @@ def test_exp_nonpositive_against_numpy():
     evaluate(out[:8], x)
     np.testing.assert_allclose(out[:4], np.exp(x[:4]), rtol=1e-3, atol=0.0)
     assert out[3] == 0.0 and out[4] == 0.0 and out[5] == 1.0 and out[6] == 1.0 and np.isnan(out[7])
+
+
+def test_expm1_and_log1p_against_numpy():
+    """The vectorizable e^x - 1 (x <= 0) and log(1 + e) (0 <= e <= 1) of the tuned softplus, to a few ulp."""
+    @numba.njit
+    def evaluate(out_expm1, out_log1p, x, e):
+        for m in range(x.shape[0]):
+            out_expm1[m] = kt.expm1_nonpositive(x[m])
+            out_log1p[m] = kt.log1p_unit(e[m])
+
+    rng = np.random.default_rng(2)
+    # both sides of the switch at -ln2/2, tiny arguments (no cancellation allowed), down to underflow
+    x = -np.concatenate([np.linspace(0.0, 2.0, 100_001), 10.0 ** rng.uniform(-300, 2.8, 10_000), [0.3465735902799726]])
+    e = np.concatenate([np.linspace(0.0, 1.0, 100_001), 10.0 ** rng.uniform(-300, 0, 10_001)])
+    out_expm1, out_log1p = np.empty_like(x), np.empty_like(e)
+    evaluate(out_expm1, out_log1p, x, e)
+    np.testing.assert_allclose(out_expm1, np.expm1(x), rtol=EXP_REL_TOL, atol=0.0)
+    np.testing.assert_allclose(out_log1p, np.log1p(e), rtol=EXP_REL_TOL, atol=0.0)
+    special = np.array([np.nan, -np.inf, 0.0])
+    evaluate(out_expm1[:3], out_log1p[:3], special, np.array([np.nan, 0.0, 1.0]))
+    assert np.isnan(out_expm1[0]) and out_expm1[1] == -1.0 and out_expm1[2] == 0.0
+    assert np.isnan(out_log1p[0]) and out_log1p[1] == 0.0 and out_log1p[2] == pytest.approx(np.log(2.0), rel=1e-16)
 
 
 def test_sigmoid_propagates_nan_and_saturates():
@@ -97,8 +123,8 @@ def test_parallel_and_serial_compilations_are_bit_identical(rng):
     b = rng.normal(size=260)
     outs = {}
     for label, threshold in (("serial", 1 << 62), ("parallel", 0)):
-        saved = kt.PARALLEL_MIN_WORK
-        kt.PARALLEL_MIN_WORK = threshold
+        saved = parallel.PARALLEL_MIN_WORK
+        parallel.PARALLEL_MIN_WORK = threshold
         try:
             z = np.empty((300, 260))
             kt.linear_forward(z, X, W, b)
@@ -109,7 +135,7 @@ def test_parallel_and_serial_compilations_are_bit_identical(rng):
             loss = kt.half_sse_loss(z, dz)
             outs[label] = (z, dW, dh, np.array(loss))
         finally:
-            kt.PARALLEL_MIN_WORK = saved
+            parallel.PARALLEL_MIN_WORK = saved
     for a, b_ in zip(outs["serial"], outs["parallel"], strict=True):
         assert np.array_equal(a, b_)
 
