@@ -22,8 +22,7 @@ from .datasets import (
 from .engines import engine_names, get_engine, register_engine
 from .estimators import MLPClassifier, MLPRegressor
 from .gradcheck import gradcheck
-from .network import ACTIVATIONS, LOSSES, MLP, Gradients
-from .serialization import load
+from .network import ACTIVATIONS, LOSSES, MLP, Gradients, load
 from .training import Trainer, train
 
 __version__ = "0.1.0"

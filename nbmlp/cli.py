@@ -49,10 +49,9 @@ import numpy as np
 from . import __version__
 from .datasets import DATASETS, train_test_split
 from .engines import engine_names
-from .network import ACTIVATIONS, LOSSES, MLP
+from .network import ACTIVATIONS, LOSSES, MLP, load
 from .ops import HIDDEN_ACTIVATIONS
 from .optim import OPTIMIZERS
-from .serialization import load
 from .training import SCHEDULES, Trainer
 
 PROG = "python -m nbmlp"

@@ -27,7 +27,7 @@ from importlib import resources
 
 import numpy as np
 
-from .validation import check_nonnegative_float, check_positive_int
+from .validation import check_matrix, check_nonnegative_float, check_positive_int, check_seed, masked_to_array
 
 
 def _read_bundled_csv(filename: str):
@@ -89,9 +89,7 @@ def load_mnist():
 def _check_generator_args(n_samples, noise, seed):
     n_samples = check_positive_int(n_samples, "n_samples")
     noise = check_nonnegative_float(noise, "noise")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed must be an integer or None, got {seed!r}")
-    return n_samples, noise, np.random.default_rng(seed)
+    return n_samples, noise, np.random.default_rng(check_seed(seed))
 
 
 def make_xor(n_samples=200, noise=0.15, seed=0):
@@ -177,10 +175,16 @@ def one_hot(y, n_classes: int | None = None, dtype="float64") -> np.ndarray:
 
 
 def train_test_split(X, y, test_fraction=0.2, seed=0):
-    """Stratified split: each class contributes ``test_fraction`` of its rows to the test part.
+    """Stratified split: each class contributes ``test_fraction`` of its rows (rounded) to the test part.
 
-    Returns X_train, X_test, y_train, y_test (copies; inputs untouched).
+    Returns X_train, X_test, y_train, y_test (copies; inputs untouched).  A fraction
+    that would leave the test part empty, or a class without a training row, is a
+    ValueError naming ``test_fraction``.
     """
+    if isinstance(X, np.ma.MaskedArray):
+        X = masked_to_array(X, "X")
+    if isinstance(y, np.ma.MaskedArray):
+        y = masked_to_array(y, "y")
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim < 1 or y.ndim != 1 or X.shape[0] != y.shape[0]:
@@ -189,20 +193,56 @@ def train_test_split(X, y, test_fraction=0.2, seed=0):
         raise TypeError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     test = []
     for label in np.unique(y):
         rows = np.flatnonzero(y == label)
         rng.shuffle(rows)
-        test.extend(rows[: int(round(test_fraction * rows.size))])
+        n_test = int(round(test_fraction * rows.size))
+        if n_test >= rows.size:
+            raise ValueError(f"test_fraction={test_fraction!r} leaves class {label.item()!r} ({rows.size} rows) "
+                             f"without a training row; use a smaller fraction")
+        test.extend(rows[:n_test])
+    if not test:
+        raise ValueError(f"test_fraction={test_fraction!r} of {y.size} rows leaves the test part empty; "
+                         f"use a larger fraction")
     is_test = np.zeros(y.size, dtype=bool)
     is_test[test] = True
     return X[~is_test].copy(), X[is_test].copy(), y[~is_test].copy(), y[is_test].copy()
 
 
+def _rows_like(A, name, width):
+    """A float64 matrix of ``width`` columns, possibly without rows (an empty test part)."""
+    A = np.asarray(A)
+    if A.ndim == 2 and A.shape[0] == 0 and A.shape[1] == width:
+        return A.astype(np.float64)
+    return check_matrix(A, name, width, np.dtype(np.float64))
+
+
+#: Columns whose largest magnitude exceeds this are divided by it before their mean and standard
+#: deviation are taken: (x - mean)^2 overflows float64 from |x - mean| ~ 1.3e154.
+STANDARDIZE_RESCALE_ABOVE = 1e150
+
+
 def standardize(X_train, *others):
-    """Scale every column to mean 0, standard deviation 1 using the training rows' statistics."""
-    mean = X_train.mean(axis=0)
-    std = X_train.std(axis=0)
-    std[std == 0.0] = 1.0
-    return tuple((A - mean) / std for A in (X_train, *others))
+    """Scale every column to mean 0, standard deviation 1 using the training rows' statistics.
+
+    A constant column is only centred (scale 1).  Columns of huge magnitude (up to
+    ±1.8e308) are scaled down first, so their statistics do not overflow; a result
+    that cannot be represented in float64 is a ValueError.
+    """
+    X_train = check_matrix(X_train, "X_train", None, np.dtype(np.float64))
+    others = [_rows_like(A, f"others[{i}]", X_train.shape[1]) for i, A in enumerate(others)]
+    peak = np.abs(X_train).max(axis=0)
+    unit = np.where(peak > STANDARDIZE_RESCALE_ABOVE, peak, 1.0)
+    scaled = X_train / unit
+    mean = scaled.mean(axis=0)
+    std = scaled.std(axis=0)
+    std[std == 0.0] = 1.0 / unit[std == 0.0]
+    with np.errstate(over="ignore"):
+        out = tuple((A / unit - mean) / std for A in (X_train, *others))
+    for name, A in zip(["X_train"] + [f"others[{i}]" for i in range(len(others))], out, strict=True):
+        if not np.isfinite(A).all():
+            raise ValueError(f"standardize: {name} holds values too far from the training mean to represent "
+                             f"in float64 after scaling")
+    return out

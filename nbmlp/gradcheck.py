@@ -22,11 +22,9 @@ exactly, so the network is unchanged afterwards.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from .validation import check_positive_float, check_positive_int
+from .validation import check_parameters, check_positive_float, check_positive_int, check_seed
 
 
 def _float64_twin(net):
@@ -82,8 +80,8 @@ def gradcheck(net, X, T, *, eps: float = 1e-6, floor: float = 1e-8, max_entries:
     floor = check_positive_float(floor, "floor")
     if max_entries is not None:
         max_entries = check_positive_int(max_entries, "max_entries")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed must be an integer or None, got {seed!r}")
+    seed = check_seed(seed)
+    check_parameters(net)
     work = net if net.dtype == np.float64 else _float64_twin(net)
     X = work._check_X(X)
     T = work._check_T(T, X.shape[0])

@@ -23,13 +23,17 @@ from types import MappingProxyType
 
 import numpy as np
 
-from . import ops
-from .engines import get_engine
+from . import ops, serialization
+from .engines import engine_names, get_engine
 from .validation import (
     check_activations,
     check_dtype,
     check_loss,
     check_matrix,
+    check_parameter_budget,
+    check_parameters,
+    check_path,
+    check_seed,
     check_sizes,
 )
 
@@ -105,8 +109,9 @@ class MLP:
 
     def __init__(self, sizes=(4, 5, 3), *, seed=None, dtype="float64", engine="loops", input_sigmoid=True,
                  activation="sigmoid", output_activation=None, loss="half_sse"):
-        self.sizes = check_sizes(sizes)
+        self._sizes = check_sizes(sizes)
         self.dtype = check_dtype(dtype)
+        check_parameter_budget(self._sizes, self.dtype)
         self._ops = get_engine(engine)
         self.engine = engine
         if not isinstance(input_sigmoid, (bool, np.bool_)):
@@ -115,9 +120,7 @@ class MLP:
         self._loss = check_loss(loss)
         self.loss_name = loss
         self.activations = check_activations(activation, output_activation, self.n_layers, self._loss)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an integer or None, got {seed!r}")
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.loss_history: list[float] = []
         #: None, or {"mean": (d0,), "scale": (d0,)}: predict / predict_proba feed (X - mean) / scale.
         self.preprocessing = None
@@ -126,6 +129,16 @@ class MLP:
         self._init_parameters(np.random.default_rng(seed))
 
     # -- structure -----------------------------------------------------------
+
+    @property
+    def sizes(self) -> tuple:
+        """``(d0, d1, ..., dL)``, fixed when the network is built (the parameters are shaped from it)."""
+        return self._sizes
+
+    @sizes.setter
+    def sizes(self, value):
+        raise AttributeError(f"net.sizes is fixed at {self._sizes} (W and b are shaped from it); "
+                             f"build a new MLP({value!r}) instead")
 
     @property
     def n_layers(self) -> int:
@@ -219,11 +232,13 @@ class MLP:
 
     def forward(self, X) -> np.ndarray:
         """h_L, the network's output for the batch X (n x d0) -> (n x dL)."""
+        check_parameters(self)
         X = self._check_X(X)
         return self._forward_pass(X)[1][-1]
 
     def loss(self, X, T) -> float:
         """The loss of the batch (X, T); for the note's loss, ½ Σ_i Σ_k (t_ik - h_L,ik)^2."""
+        check_parameters(self)
         X = self._check_X(X)
         T = self._check_T(T, X.shape[0])
         z, h = self._forward_pass(X)
@@ -231,6 +246,7 @@ class MLP:
 
     def gradients(self, X, T) -> Gradients:
         """One forward and one backward pass: every gradient of the note, see :class:`Gradients`."""
+        check_parameters(self)
         X = self._check_X(X)
         T = self._check_T(T, X.shape[0])
         z, h = self._forward_pass(X)
@@ -324,16 +340,52 @@ class MLP:
         """
         from .training import train
 
+        check_parameters(self)
         train(self, X, T, epochs=epochs, lr=lr, callback=callback, **options)
         return self
 
     # -- persistence -----------------------------------------------------------
 
-    def save(self, path, *, metadata=None) -> None:
-        """Write the architecture and parameters to ``path`` (``.npz``, no pickle); see :func:`nbmlp.load`."""
-        from .serialization import save
+    #: Attributes other than the parameters that a saved file carries (None / [] when a net lacks them).
+    SAVED_ATTRIBUTES = {"loss_history": list, "validation_loss_history": list, "validation_score_history": list,
+                        "optimizer_state": None, "preprocessing": None, "classes": None}
 
-        save(self, path, metadata=metadata)
+    def to_state(self) -> dict:
+        """Everything :meth:`save` writes, as a dict of plain values (the live arrays, not copies)."""
+        check_parameters(self)
+        state = {"sizes": self.sizes, "activations": self.activations, "loss": self.loss_name,
+                 "input_sigmoid": self.input_sigmoid, "dtype": self.dtype.name, "engine": self.engine,
+                 "W": self.W, "b": self.b}
+        for name, default in self.SAVED_ATTRIBUTES.items():
+            value = getattr(self, name, None)
+            state[name] = default() if value is None and default is not None else value
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict, *, engine: str | None = None) -> MLP:
+        """The network a state dict describes (:meth:`to_state`, or :func:`nbmlp.serialization.load_state`).
+
+        ``engine`` overrides the saved engine (the saved one is used if registered, otherwise ``"loops"``).
+        """
+        if engine is None:
+            engine = state["engine"] if state["engine"] in engine_names() else "loops"
+        net = cls(state["sizes"], seed=0, dtype=state["dtype"], engine=engine, input_sigmoid=state["input_sigmoid"],
+                  activation=list(state["activations"]), loss=state["loss"])
+        net.W = [np.array(w, dtype=net.dtype, order="C") for w in state["W"]]
+        net.b = [np.array(b, dtype=net.dtype, order="C") for b in state["b"]]
+        for name, default in cls.SAVED_ATTRIBUTES.items():
+            value = state.get(name)
+            setattr(net, name, list(value) if default is list and value is not None else value)
+        check_parameters(net)
+        return net
+
+    def save(self, path, *, metadata=None) -> None:
+        """Write the network to ``path`` (``.npz``, no pickle, atomically); see :func:`nbmlp.load`.
+
+        ``metadata`` is an optional dict of extra numbers, strings or arrays stored
+        next to the network; read it back with ``load(path, return_metadata=True)``.
+        """
+        serialization.save_state(self.to_state(), path, metadata=metadata)
 
     def __getstate__(self):
         # The engine's kernels are compiled functions: pickle the engine's name, not its namespace.
@@ -342,5 +394,28 @@ class MLP:
         return state
 
     def __setstate__(self, state):
+        if "sizes" in state:  # pickled when sizes was a plain attribute
+            state["_sizes"] = state.pop("sizes")
         self.__dict__.update(state)
         self._ops = get_engine(self.engine)
+
+
+def load(path, *, engine: str | None = None, return_metadata: bool = False):
+    """Read a network written by :meth:`MLP.save`; returns the :class:`MLP`.
+
+    ``engine`` overrides the saved engine (the saved one is used if registered,
+    otherwise ``"loops"``).  With ``return_metadata=True`` returns
+    ``(net, metadata)``.  Raises ``ValueError`` naming the file for any file
+    that is not a complete, consistent nbmlp model (see
+    :mod:`nbmlp.serialization`), ``FileNotFoundError`` if there is no file.
+    """
+    if engine is not None:
+        get_engine(engine)  # a bad engine argument is the caller's error, not the file's
+    path = check_path(path)
+    state = serialization.load_state(path)
+    try:
+        net = MLP.from_state(state, engine=engine)
+    except (TypeError, ValueError) as exc:
+        raise serialization.ModelFileError(f"{path!r} is not a valid nbmlp model file: "
+                                           f"its architecture is not valid: {exc}") from exc
+    return (net, state["metadata"]) if return_metadata else net

@@ -36,7 +36,7 @@ import numbers
 import numpy as np
 
 from .optim import OPTIMIZERS, make_optimizer, update_kernels
-from .validation import check_nonnegative_float, check_positive_float, check_positive_int
+from .validation import check_nonnegative_float, check_parameters, check_positive_float, check_positive_int
 
 #: Losses that are sums over samples (the rest are means): decides how batch losses make an epoch loss.
 SUM_LOSSES = frozenset({"half_sse"})
@@ -333,6 +333,7 @@ class Trainer:
         X: (n, d0), T: (n, dL); both are checked (and copied) before any kernel runs.
         """
         net = self.net
+        check_parameters(net)
         X = net._check_X(X)
         T = net._check_T(T, X.shape[0])
         epochs = check_positive_int(epochs, "epochs")

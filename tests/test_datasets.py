@@ -137,3 +137,31 @@ def test_standardize_uses_the_training_statistics():
     As, Bs = datasets.standardize(A, B)
     np.testing.assert_array_equal(As, [[-1.0, 0.0], [1.0, 0.0]])  # constant column: scale 1
     np.testing.assert_array_equal(Bs, [[0.0, 1.0]])
+
+
+@pytest.mark.parametrize("fraction, match", [(0.99, "leaves class 0 .* without a training row"),
+                                              (0.001, "of 150 rows leaves the test part empty")])
+def test_a_split_with_an_empty_side_is_refused(fraction, match):
+    X, y = datasets.load_iris()
+    with pytest.raises(ValueError, match=rf"test_fraction={fraction} {match}"):
+        datasets.train_test_split(X, y, test_fraction=fraction)
+
+
+def test_split_seed_and_masked_input_are_named():
+    X, y = np.zeros((10, 2)), np.arange(10) % 2
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        datasets.train_test_split(X, y, seed=-1)
+    mask = np.zeros(X.shape, dtype=bool)
+    mask[1, 1] = True
+    with pytest.raises(ValueError, match="X is a masked array with 1 masked entries"):
+        datasets.train_test_split(np.ma.masked_array(X, mask=mask), y)
+
+
+def test_standardize_of_huge_values_does_not_overflow():
+    A = np.array([[1e308, 1.0], [-1e308, 2.0], [0.0, 3.0]])
+    (As,) = datasets.standardize(A)
+    expected = np.array([-1.0, 0.0, 1.0]) * np.sqrt(1.5)  # both columns: -1, 0, +1 standard deviations apart
+    np.testing.assert_allclose(As[:, 0], expected[[2, 0, 1]], rtol=1e-15)
+    np.testing.assert_allclose(As[:, 1], expected, rtol=1e-15)
+    with pytest.raises(ValueError, match="others\\[0\\] holds values too far from the training mean"):
+        datasets.standardize(np.array([[1e308], [1e308]]), np.array([[-1e308]]))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import nbmlp
-from nbmlp.serialization import FORMAT_VERSION, load, save
+from nbmlp import load
+from nbmlp.serialization import FORMAT_VERSION
 
 ARCHITECTURES = [
     dict(sizes=(4, 5, 3)),  # the note's network
@@ -62,7 +63,7 @@ def test_pickle_round_trip_is_exact(arch, rng):
 def test_the_file_name_is_used_as_given_and_metadata_round_trips(tmp_path, rng):
     net, X = _trained(rng, sizes=(4, 5, 3))
     path = tmp_path / "model.weights"
-    save(net, str(path), metadata={"classes": np.array(["a", "b", "c"]), "x_mean": np.arange(4.0), "note": "hi",
+    net.save(str(path), metadata={"classes": np.array(["a", "b", "c"]), "x_mean": np.arange(4.0), "note": "hi",
                                    "epochs": 3})
     assert path.exists() and not (tmp_path / "model.weights.npz").exists()
     loaded, meta = load(path, return_metadata=True)
@@ -159,10 +160,77 @@ def test_missing_file_and_bad_arguments(tmp_path):
         load(tmp_path / "nope.npz")
     with pytest.raises(TypeError, match="path"):
         load(3)
-    with pytest.raises(TypeError, match="net must be an nbmlp.MLP"):
-        save("not a net", tmp_path / "x.npz")
     net = nbmlp.MLP((2, 2), seed=0)
     with pytest.raises(TypeError, match="metadata"):
         net.save(tmp_path / "x.npz", metadata={"obj": [object()]})
     with pytest.raises(TypeError, match="metadata"):
         net.save(tmp_path / "x.npz", metadata=["not", "a", "dict"])
+
+
+def test_format_2_state_round_trips_in_process(tmp_path):
+    net = nbmlp.MLP((3, 4, 2), seed=0)
+    net.loss_history = np.array([3.0, 2.0])  # a history kept as an array is stored as floats too
+    net.validation_loss_history, net.validation_score_history = [2.5], [0.5]
+    net.optimizer_state = {"adam.m.W1": np.zeros(12), "adam.v.W1": np.ones((3, 4)), "adam.t": 4, "name": "adam"}
+    net.preprocessing = {"mean": np.zeros(3), "scale": np.full(3, 2.0)}
+    net.classes = np.array([10, 20])
+    net.save(tmp_path / "m.npz")
+    back = nbmlp.load(tmp_path / "m.npz", engine="numpy")
+    assert back.engine == "numpy" and back.loss_history == [3.0, 2.0]
+    assert (back.validation_loss_history, back.validation_score_history) == ([2.5], [0.5])
+    assert back.optimizer_state["adam.t"] == 4 and back.optimizer_state["name"] == "adam"
+    np.testing.assert_array_equal(back.optimizer_state["adam.m.W1"], np.zeros(12))  # flat state is accepted
+    np.testing.assert_array_equal(back.preprocessing["scale"], np.full(3, 2.0))
+    assert back.classes.tolist() == [10, 20]
+
+
+@pytest.mark.parametrize("state, error, match", [
+    ({"adam.m.W1": np.zeros((4, 3))}, TypeError, r"optimizer_state\['adam.m.W1'\] has shape \(4, 3\)"),
+    ({"buffers": [np.zeros(2), np.zeros(3)]}, TypeError, r"net.optimizer_state\['buffers'\] must be a number"),
+    ({"callback": print}, TypeError, r"net.optimizer_state\['callback'\] .* got dtype object"),
+    ({"bad/key": 1}, TypeError, r"net.optimizer_state keys must be strings of letters"),
+    ({"big": np.zeros(1000)}, TypeError, r"holds 1000 values, more than the net's 26 parameters"),
+])
+def test_optimizer_state_that_cannot_be_stored_is_refused_before_writing(state, error, match, tmp_path):
+    net = nbmlp.MLP((3, 4, 2), seed=0)
+    net.optimizer_state = state
+    with pytest.raises(error, match=match):
+        net.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_keeps_the_file_mode_and_writes_through_a_symlink(tmp_path):
+    import os
+
+    net = nbmlp.MLP((3, 4, 2), seed=0)
+    target = tmp_path / "real.npz"
+    net.save(target)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    target.chmod(0o640)
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    nbmlp.MLP((3, 4, 2), seed=5).save(link)
+    assert link.is_symlink() and target.stat().st_mode & 0o777 == 0o640
+    np.testing.assert_array_equal(nbmlp.load(target).W[0], nbmlp.MLP((3, 4, 2), seed=5).W[0])
+
+
+def test_the_file_module_does_not_import_the_network_module():
+    import ast
+    from pathlib import Path
+
+    import nbmlp.serialization as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not any("network" in (name or "") for name in imported), imported
+
+
+def test_the_longest_keys_round_trip(tmp_path):
+    net = nbmlp.MLP((2, 2), seed=0)
+    net.optimizer_state = {"k" * 128: 1}
+    net.save(tmp_path / "m.npz", metadata={"m" * 128: "x"})
+    back, meta = nbmlp.load(tmp_path / "m.npz", return_metadata=True)
+    assert back.optimizer_state == {"k" * 128: 1} and meta == {"m" * 128: "x"}

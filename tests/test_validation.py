@@ -106,7 +106,12 @@ def test_values_too_large_for_float32_are_refused(batch):
     ({"loss": "cross_entropy", "output_activation": "sigmoid"}, ValueError, "needs output_activation='softmax'"),
     ({"output_activation": "softmax"}, ValueError, "softmax is only available"),
     ({"input_sigmoid": "yes"}, TypeError, "input_sigmoid must be True or False"),
-    ({"seed": 1.5}, TypeError, "seed must be an integer"),
+    ({"seed": 1.5}, TypeError, "seed must be a non-negative integer"),
+    ({"seed": -1}, ValueError, "seed must be a non-negative integer"),
+    ({"dtype": None}, TypeError, "dtype must be one of .* got None"),
+    ({"sizes": (10**6, 10**6)}, ValueError,
+     r"sizes=\(1000000, 1000000\) needs 1,000,001,000,000 parameters = 7.28 TiB in float64; the cap is"),
+    ({"sizes": (4, 10**30, 3)}, ValueError, r"sizes=.* needs .* parameters"),
 ])
 def test_invalid_constructor_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -179,3 +184,108 @@ def test_float32_net_accepts_float64_input_and_computes_in_float32(rng):
     out = net.forward(X)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, net.forward(X.astype(np.float32)))
+
+
+# -- parameters: checked at every entry point, before any kernel ----------------------------------------
+
+#: (what the user did, the error, the message): each one once crashed, hung or gave numbers silently.
+CORRUPTIONS = {
+    "transposed (PyTorch's (out, in))": (lambda n: n.W.__setitem__(0, n.W[0].T.copy()), ValueError,
+                                         r"net.W\[0\] \(W1\) has shape \(5, 4\); expected \(4, 5\) = "
+                                         r"\(sizes\[0\], sizes\[1\]\) — \(in, out\), not PyTorch's"),
+    "wrong shape": (lambda n: n.W.__setitem__(0, np.zeros((2, 128))), ValueError,
+                    r"net.W\[0\] \(W1\) has shape \(2, 128\); expected \(4, 5\)"),
+    "bias of the wrong length": (lambda n: n.b.__setitem__(1, np.zeros(7)), ValueError,
+                                 r"net.b\[1\] \(b2\) has shape \(7,\); expected \(3,\)"),
+    "wrong dtype": (lambda n: n.W.__setitem__(1, n.W[1].astype(np.float32)), TypeError,
+                    r"net.W\[1\] \(W2\) has dtype float32; the net computes in float64"),
+    "big-endian": (lambda n: n.W.__setitem__(1, n.W[1].astype(">f8")), TypeError, r"net.W\[1\] \(W2\) has dtype"),
+    "read-only": (lambda n: n.W[0].setflags(write=False), ValueError, r"net.W\[0\] \(W1\) is read-only"),
+    "Fortran order": (lambda n: n.W.__setitem__(0, np.asfortranarray(n.W[0])), ValueError,
+                      r"net.W\[0\] \(W1\) is not C-contiguous"),
+    "strided view": (lambda n: n.b.__setitem__(0, np.zeros(10)[::2]), ValueError,
+                     r"net.b\[0\] \(b1\) is not C-contiguous"),
+    "NaN": (lambda n: n.W[1].__setitem__((0, 0), np.nan), ValueError, r"net.W\[1\] \(W2\) contains NaN"),
+    "inf in a bias": (lambda n: n.b[0].__setitem__(0, -np.inf), ValueError, r"net.b\[0\] \(b1\) contains NaN"),
+    "nested list": (lambda n: n.W.__setitem__(0, n.W[0].tolist()), TypeError,
+                    r"net.W\[0\] \(W1\) must be a numpy.ndarray of float64 with shape \(4, 5\), got list"),
+    "masked array": (lambda n: n.W.__setitem__(0, np.ma.masked_array(n.W[0])), TypeError,
+                     r"net.W\[0\] \(W1\) must be a numpy.ndarray.*got MaskedArray"),
+    "a tuple of arrays": (lambda n: setattr(n, "W", tuple(n.W)), TypeError, r"net.W must be a list of 2"),
+    "a layer too few": (lambda n: n.b.pop(), ValueError, r"net.b holds 1 arrays; sizes=\(4, 5, 3\) needs 2"),
+    "shape edited in place": (lambda n: setattr(n.W[0], "shape", (5, 4)), ValueError, r"net.W\[0\] \(W1\) has shape"),
+    "two parameters share memory": (lambda n: n.b.__setitem__(1, n.W[1].reshape(-1)[2:5]), ValueError,
+                                    r"net.W\[1\] \(W2\) and net.b\[1\] \(b2\) share memory"),
+    "dtype edited": (lambda n: setattr(n, "dtype", np.dtype(np.float16)), TypeError,
+                     r"net.dtype must be numpy.dtype\('float32'\) or numpy.dtype\('float64'\), got dtype\('float16'\)"),
+    "dtype set to a string": (lambda n: setattr(n, "dtype", "float32"), TypeError,
+                              r"net.dtype must be .* got 'float32'"),
+    "activations edited": (lambda n: setattr(n, "activations", ("sigmoid",)), ValueError,
+                           r"net.activations names 1 layers"),
+}
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS)
+def test_corrupted_parameters_are_refused_before_any_kernel(case, batch, tmp_path):
+    X, T = batch
+    corrupt, error, message = CORRUPTIONS[case]
+    net = MLP((4, 5, 3), seed=0)
+    corrupt(net)
+    calls = spy_engine(net)
+    for call in (lambda: net.forward(X), lambda: net.loss(X, T), lambda: net.gradients(X, T),
+                 lambda: net.fit(X, T, epochs=1), lambda: net.save(tmp_path / "m.npz"),
+                 lambda: nbmlp.gradcheck(net, X, T)):
+        with pytest.raises(error, match=message):
+            call()
+    assert calls == []
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_sizes_cannot_be_edited(net):
+    with pytest.raises(AttributeError, match=r"net.sizes is fixed at \(4, 5, 3\)"):
+        net.sizes = (4, 50, 3)
+    assert net.sizes == (4, 5, 3)
+
+
+def test_parameter_check_reads_the_values_in_one_sum_and_names_the_culprit_only_when_needed(monkeypatch):
+    from nbmlp import validation
+
+    net = MLP((4, 5, 3), seed=0)
+    seen = []
+    real = np.isfinite
+
+    def spy(a, *args, **kwargs):
+        seen.append(np.shape(a))
+        return real(a, *args, **kwargs)
+
+    monkeypatch.setattr(validation.np, "isfinite", spy)
+    validation.check_parameters(net)
+    assert seen == [()]  # one scalar test of the total: no per-entry temporary
+    huge = MLP((2, 2), seed=0)
+    huge.W[0][...] = 1e308  # finite, but the total overflows: the exact test decides, and accepts
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        validation.check_parameters(huge)
+    net.b[0][1] = np.nan
+    with pytest.raises(ValueError, match=r"net.b\[0\] \(b1\) contains NaN"):
+        validation.check_parameters(net)
+
+
+def test_a_masked_array_that_hides_entries_is_refused(net):
+    X = np.ma.masked_array(np.zeros((3, 4)), mask=np.zeros((3, 4), bool))
+    np.testing.assert_array_equal(net.forward(X), net.forward(np.zeros((3, 4))))  # nothing hidden: its data
+    X[1, 2] = np.ma.masked
+    with pytest.raises(ValueError, match="X is a masked array with 1 masked entries"):
+        net.forward(X)
+    with pytest.raises(ValueError, match="T is a masked array"):
+        net.loss(np.zeros((3, 4)), np.ma.masked_array(np.zeros((3, 3)), mask=np.eye(3, dtype=bool)))
+
+
+def test_estimator_coefs_are_the_checked_arrays(rng):
+    X = rng.normal(size=(20, 4))
+    y = np.arange(20) % 3
+    clf = nbmlp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0).fit(X, y)
+    assert clf.coefs_ is clf.net_.W and clf.intercepts_ is clf.net_.b
+    clf.coefs_[0] = clf.coefs_[0].T.copy()
+    spy_engine(clf.net_)
+    with pytest.raises(ValueError, match=r"net.W\[0\] \(W1\) has shape \(5, 4\)"):
+        clf.predict(X)
