@@ -313,6 +313,18 @@ class _BaseMLP:
                 changed.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(changed)})"
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        net = state.get("net_")
+        if net is not None:
+            # joblib.load(..., mmap_mode="r") hands back read-only memory maps; the net's kernels take plain
+            # writable arrays, so the estimator keeps its own copies.
+            net.W = [np.array(w) for w in net.W]
+            net.b = [np.array(b) for b in net.b]
+            if isinstance(getattr(net, "optimizer_state", None), dict):
+                net.optimizer_state = {k: np.array(v) if isinstance(v, np.ndarray) else v
+                                       for k, v in net.optimizer_state.items()}
+
     def __sklearn_is_fitted__(self):
         return hasattr(self, "net_")
 
