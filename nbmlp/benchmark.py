@@ -352,23 +352,15 @@ def kernel_times(engine, sizes, X, T, lr, dtype, epochs) -> dict:
 
 
 def _forced(run, mode):
-    """``run`` with every kernel call serial or parallel: through ``parallel.set_mode`` where nbmlp has it,
-    else by moving the one threshold."""
+    """``run`` with every kernel call serial or parallel (``parallel.set_mode``), then the policy as it was."""
     from . import parallel
 
     def go(epochs):
-        if hasattr(parallel, "set_mode"):
-            previous = parallel.set_mode(mode)
-            try:
-                return run(epochs)
-            finally:
-                parallel.set_mode(previous)
-        saved = parallel.PARALLEL_MIN_WORK
-        parallel.PARALLEL_MIN_WORK = 1 << 62 if mode == "serial" else 0
+        previous = parallel.set_mode(mode)
         try:
             return run(epochs)
         finally:
-            parallel.PARALLEL_MIN_WORK = saved
+            parallel.set_mode(previous)
     return go
 
 
