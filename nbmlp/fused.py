@@ -75,6 +75,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from . import kernels_tuned as tuned
+from . import ops
 from .kernels_tuned import (
     TILE_COLS,
     TUNED_FLAGS,
@@ -86,10 +87,12 @@ from .kernels_tuned import (
     sigmoid_fast,
     sigmoid_fast_f32,
 )
+from .ops import ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, LOSS_CROSS_ENTROPY, LOSS_HALF_SSE
 
-#: Activation and loss names -> the codes the compiled loop branches on.
-ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "softmax": 4}
-LOSS_CODES = {"half_sse": 0, "mse": 1, "cross_entropy": 2}
+#: Activation and loss names -> the codes (of :mod:`nbmlp.ops`) the compiled loop branches on; this
+#: loop has branches for these activations (the others train in :mod:`nbmlp.compiled`).
+ACTIVATION_CODES = {name: ops.ACTIVATIONS[name].code for name in ("identity", "sigmoid", "tanh", "relu", "softmax")}
+LOSS_CODES = {name: op.code for name, op in ops.LOSSES.items()}
 
 #: Networks with at most this many multiply-adds per forward pass,
 #: n * Σ_l d_{l-1} d_l, train in the compiled serial loop; larger ones over the
@@ -184,13 +187,13 @@ def _activation_backward(out, r, h, hr, act, one):
     ``one``: 1 in the arrays' dtype (before: the literal 1.0, which made float32
     rows compute in float64 and convert back).
     """
-    if act == 1:  # sigmoid: dh * h * (1 - h)
+    if act == ACT_SIGMOID:  # sigmoid: dh * h * (1 - h)
         for i in range(out.shape[1]):
             out[r, i] = out[r, i] * h[hr, i] * (one - h[hr, i])
-    elif act == 2:  # tanh: dh * (1 - h^2)
+    elif act == ACT_TANH:  # tanh: dh * (1 - h^2)
         for i in range(out.shape[1]):
             out[r, i] = out[r, i] * (one - h[hr, i] * h[hr, i])
-    elif act == 3:  # relu: dh * [h > 0]
+    elif act == ACT_RELU:  # relu: dh * [h > 0]
         for i in range(out.shape[1]):
             out[r, i] = out[r, i] if h[hr, i] > 0.0 else 0.0
 
@@ -298,7 +301,7 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0
                 _product(h_out, theta[wo:wo + d_in * d_out].reshape((d_in, d_out)), True, h_in, no_bias)
             for k in range(d_out):
                 bk = theta[bo + k]
-                if act == 1 and not wide:
+                if act == ACT_SIGMOID and not wide:
                     # Σ_j h_ij w_jk, ascending j, vectorized over the samples i; the last
                     # term, + b_k and σ in one pass (before: a separate pass for b_k and σ)
                     last, w_last = d_in - 1, theta[wo + (d_in - 1) * d_out + k]
@@ -312,23 +315,23 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0
                     continue
                 if not wide:  # Σ_j h_ij w_jk, ascending j, vectorized over the samples i
                     _combine_rows(h_out, k, h_in, theta, wo + k, d_out, d_in)
-                if act == 1:
+                if act == ACT_SIGMOID:
                     for i in range(N):
                         h_out[k, i] = _sigmoid_same(h_out[k, i] + bk)
-                elif act == 2:
+                elif act == ACT_TANH:
                     for i in range(N):
                         h_out[k, i] = math.tanh(h_out[k, i] + bk)
-                elif act == 3:
+                elif act == ACT_RELU:
                     for i in range(N):
                         zi = h_out[k, i] + bk
                         h_out[k, i] = zi if zi > 0.0 else 0.0
-                elif act == 4:
+                elif act == ACT_SOFTMAX:
                     for i in range(N):
                         zL[k, i] = h_out[k, i] + bk
                 else:
                     for i in range(N):
                         h_out[k, i] = h_out[k, i] + bk
-            if act == 4:  # softmax over the units k of each sample i, shifted by the maximum
+            if act == ACT_SOFTMAX:  # softmax over the units k of each sample i, shifted by the maximum
                 for i in range(N):
                     row_max[i] = zL[0, i]
                 for k in range(1, d_out):
@@ -352,7 +355,7 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0
         dz = dz_a[:d_L]
         for i in range(N):
             per_sample[i] = 0.0
-        if loss_code == 2:  # L = 1/n Σ_i Σ_k t_ik (lse_i - z_ik); dL/dz = (p - t) / n
+        if loss_code == LOSS_CROSS_ENTROPY:  # L = 1/n Σ_i Σ_k t_ik (lse_i - z_ik); dL/dz = (p - t) / n
             for i in range(N):
                 row_sum[i] = row_max[i] + math.log(row_sum[i])  # now lse_i
             for k in range(d_L):
@@ -361,12 +364,12 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0
                     dz[k, i] = (h_L[k, i] - TT[k, i]) / n
             loss = lane_sum(per_sample[:n]) / n
         else:  # Σ_i Σ_k (t_ik - h_ik)^2, halved (half_sse) or divided by n d (mse)
-            scale = 1.0 if loss_code == 0 else 2.0 / (n * d_L)
+            scale = 1.0 if loss_code == LOSS_HALF_SSE else 2.0 / (n * d_L)
             act_L = acts[L - 1]
             for k in range(d_L):
                 # per-sample squared error, dL/dh and (for a sigmoid output) σ' in one pass
                 # (before: three passes over the row)
-                if act_L == 1:
+                if act_L == ACT_SIGMOID:
                     for i in range(N):
                         hi, ti = h_L[k, i], TT[k, i]
                         diff = np.float64(ti) - np.float64(hi)
@@ -380,7 +383,7 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0
                         dz[k, i] = scale * (hi - ti)
                     _activation_backward(dz, k, h_L, k, act_L, one)
             loss = lane_sum(per_sample[:n])
-            loss = 0.5 * loss if loss_code == 0 else loss / (n * d_L)
+            loss = 0.5 * loss if loss_code == LOSS_HALF_SSE else loss / (n * d_L)
         for k in range(d_L):  # the padding samples contribute nothing from here on
             for i in range(n, N):
                 dz[k, i] = zero
@@ -417,7 +420,7 @@ def _train_small(theta, snapshot, have_snapshot, sizes, acts, loss_code, h0T, h0
                 if wide:  # (dL/dh)ᵀ = W·dzᵀ, Σ_k ascending, register-tiled
                     _product(dz_prev, theta[wo:wo + d_in * d_out].reshape((d_in, d_out)), False, dz, no_bias)
                 for j in range(d_in):
-                    if act_prev == 1 and not wide:
+                    if act_prev == ACT_SIGMOID and not wide:
                         # Σ_k dL/dz_ik w_jk, ascending k; the last term and σ' in one pass
                         # (before: a separate pass for σ')
                         last, w_last = d_out - 1, theta[wo + j * d_out + d_out - 1]
@@ -484,7 +487,7 @@ def _non_finite(net, epoch, loss, lr, losses):
     return err
 
 
-def _fit_small(net, X, T, epochs, lr, callback):
+def fit_small(net, X, T, epochs, lr, callback):
     n = X.shape[0]
     N = padded(n)
     if net.input_sigmoid:
@@ -528,7 +531,7 @@ def kernel_pass(ops, net, h0, T):
     reference, so a caller may refill it between passes.  Returns a namespace:
     ``step()`` runs the pass and returns the loss, leaving ∂L/∂W_l, ∂L/∂b_l in
     ``grads`` -- flat views, in the order of ``params``, the flat views of
-    ``net.W + net.b`` that an update rule writes.  Shared by :func:`_fit_kernels`
+    ``net.W + net.b`` that an update rule writes.  Shared by :func:`fit_kernels`
     and the benchmark's per-engine epoch (``nbmlp.benchmark.engine_epoch``).
     """
     from .network import ACTIVATIONS, LOSSES
@@ -569,7 +572,7 @@ def kernel_pass(ops, net, h0, T):
                            grads=[a.reshape(-1) for a in dW + db])
 
 
-def _fit_kernels(net, X, T, epochs, lr, callback):
+def fit_kernels(net, X, T, epochs, lr, callback):
     """The epoch loop in Python over the tuned kernels; buffers allocated once, σ(X) computed once."""
     ops = tuned
     if net.input_sigmoid:
@@ -617,5 +620,5 @@ def fit_full_batch(net, X, T, epochs: int, lr: float, *, callback=None) -> np.nd
     epochs = int(epochs)
     lr = float(lr)
     if forward_work(net, X.shape[0]) <= SMALL_MAX_WORK:
-        return _fit_small(net, X, T, epochs, lr, callback)
-    return _fit_kernels(net, X, T, epochs, lr, callback)
+        return fit_small(net, X, T, epochs, lr, callback)
+    return fit_kernels(net, X, T, epochs, lr, callback)

@@ -83,8 +83,8 @@ def gradcheck(net, X, T, *, eps: float = 1e-6, floor: float = 1e-8, max_entries:
     seed = check_seed(seed)
     check_parameters(net)
     work = net if net.dtype == np.float64 else _float64_twin(net)
-    X = work._check_X(X)
-    T = work._check_T(T, X.shape[0])
+    X = work.check_X(X)
+    T = work.check_T(T, X.shape[0])
     rng = np.random.default_rng(seed)
     analytic = work.gradients(X, T)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import ops, serialization
 from .engines import engine_names, get_engine
+from .training import train
 from .validation import (
     check_activations,
     check_dtype,
@@ -121,11 +122,18 @@ class MLP:
         self.loss_name = loss
         self.activations = check_activations(activation, output_activation, self.n_layers, self._loss)
         self.seed = check_seed(seed)
+        #: training losses, one per epoch (or as thinned by ``fit(history=...)``)
         self.loss_history: list[float] = []
         #: None, or {"mean": (d0,), "scale": (d0,)}: predict / predict_proba feed (X - mean) / scale.
         self.preprocessing = None
         #: None, or the class labels (numbers or strings) that predict returns for the outputs, in order.
         self.classes = None
+        #: validation loss and score per epoch, when training had validation data
+        self.validation_loss_history: list[float] = []
+        self.validation_score_history: list[float] = []
+        #: where training stopped (optimizer moments, step and epoch counters, shuffling state):
+        #: None or a dict of plain data, so that fit twice for 20 epochs equals one fit of 40
+        self.optimizer_state = None
         self._init_parameters(np.random.default_rng(seed))
 
     # -- structure -----------------------------------------------------------
@@ -153,6 +161,11 @@ class MLP:
             self.W.append(rng.uniform(-limit, limit, size=(d_in, d_out)).astype(self.dtype))
             self.b.append(np.zeros(d_out, dtype=self.dtype))
 
+    @property
+    def ops(self):
+        """The kernels of the net's engine (a namespace with every name in ``nbmlp.engines.KERNEL_NAMES``)."""
+        return self._ops
+
     def set_engine(self, engine: str) -> MLP:
         """Switch the implementation of every kernel; returns the net."""
         self._ops = get_engine(engine)
@@ -165,16 +178,21 @@ class MLP:
 
     # -- input checks --------------------------------------------------------
 
-    def _check_X(self, X, name="X"):
+    def check_X(self, X, name="X"):
+        """X checked and converted for this net: (n, d0), finite, C-contiguous, in the net's dtype."""
         return check_matrix(X, name, self.sizes[0], self.dtype)
 
-    def _check_T(self, T, n, name="T"):
+    def check_T(self, T, n, name="T"):
+        """T checked and converted for this net: (n, dL), finite, C-contiguous, in the net's dtype."""
         return check_matrix(T, name, self.sizes[-1], self.dtype, rows=n)
+
+    _check_X = check_X
+    _check_T = check_T
 
     # -- the passes ------------------------------------------------------------
 
-    def _forward_pass(self, X):
-        """z[l], h[l] for l = 0..L on a checked batch X."""
+    def forward_pass(self, X):
+        """z[l], h[l] for l = 0..L on a checked batch X (see :meth:`check_X`)."""
         ops = self._ops
         z, h = [X], []
         if self.input_sigmoid:
@@ -193,12 +211,26 @@ class MLP:
             h.append(h_l)
         return z, h
 
-    def _loss_value(self, z, h, T) -> float:
+    def loss_value(self, z, h, T, sample_weight=None) -> float:
+        """The loss of a forward pass (z, h) against T; with ``sample_weight`` (n,) float64, the weighted
+        form of :mod:`nbmlp.compiled` (each sample's term times w_i, means over Σ w_i)."""
         out = z[-1] if self._loss.fused_softmax else h[-1]
-        return float(getattr(self._ops, self._loss.loss_kernel)(out, T))
+        if sample_weight is None:
+            return float(getattr(self._ops, self._loss.loss_kernel)(out, T))
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if self._loss.fused_softmax:
+            z64 = out.astype(np.float64)
+            top = z64.max(axis=1, keepdims=True)
+            lse = top + np.log(np.exp(z64 - top).sum(axis=1, keepdims=True))
+            return float(np.sum(w * np.sum(T * (lse - z64), axis=1)) / w.sum())
+        per_sample = np.sum((T.astype(np.float64) - out) ** 2, axis=1)
+        if self.loss_name == "half_sse":
+            return float(0.5 * np.sum(w * per_sample))
+        return float(np.sum(w * per_sample) / (w.sum() * out.shape[1]))
 
-    def _backward_pass(self, z, h, T, *, input_gradients=True):
-        """dL/dW, dL/db and the per-layer dL/dz, dL/dh (l = L down to 0)."""
+    def backward_pass(self, z, h, T, *, input_gradients=True, sample_weight=None):
+        """dL/dW, dL/db and the per-layer dL/dz, dL/dh (l = L down to 0); ``sample_weight`` as in
+        :meth:`loss_value`."""
         ops = self._ops
         L = self.n_layers
         dW = [np.empty_like(w) for w in self.W]
@@ -211,6 +243,11 @@ class MLP:
         else:
             dh[L] = np.empty_like(h[L])
             getattr(ops, self._loss.backward_kernel)(dh[L], h[L], T)
+        if sample_weight is not None:  # the unweighted kernels' rows, times w_i (and n / Σw for means)
+            w = np.asarray(sample_weight, dtype=np.float64)
+            scale = w if self.loss_name == "half_sse" else w * (w.size / w.sum())
+            top = dz[L] if self._loss.fused_softmax else dh[L]
+            top *= scale[:, None].astype(top.dtype)
         for l in range(L, 0, -1):
             if dz[l] is None:
                 dz[l] = np.empty_like(h[l])
@@ -233,25 +270,25 @@ class MLP:
     def forward(self, X) -> np.ndarray:
         """h_L, the network's output for the batch X (n x d0) -> (n x dL)."""
         check_parameters(self)
-        X = self._check_X(X)
-        return self._forward_pass(X)[1][-1]
+        X = self.check_X(X)
+        return self.forward_pass(X)[1][-1]
 
     def loss(self, X, T) -> float:
         """The loss of the batch (X, T); for the note's loss, ½ Σ_i Σ_k (t_ik - h_L,ik)^2."""
         check_parameters(self)
-        X = self._check_X(X)
-        T = self._check_T(T, X.shape[0])
-        z, h = self._forward_pass(X)
-        return self._loss_value(z, h, T)
+        X = self.check_X(X)
+        T = self.check_T(T, X.shape[0])
+        z, h = self.forward_pass(X)
+        return self.loss_value(z, h, T)
 
     def gradients(self, X, T) -> Gradients:
         """One forward and one backward pass: every gradient of the note, see :class:`Gradients`."""
         check_parameters(self)
-        X = self._check_X(X)
-        T = self._check_T(T, X.shape[0])
-        z, h = self._forward_pass(X)
-        loss = self._loss_value(z, h, T)
-        dW, db, dz, dh = self._backward_pass(z, h, T)
+        X = self.check_X(X)
+        T = self.check_T(T, X.shape[0])
+        z, h = self.forward_pass(X)
+        loss = self.loss_value(z, h, T)
+        dW, db, dz, dh = self.backward_pass(z, h, T)
         return Gradients(W=dW, b=db, dL_dz=dz, dL_dh=dh, z=z, h=h, loss=loss)
 
     def _raw_input(self, X):
@@ -325,23 +362,26 @@ class MLP:
             classes = self._checked_classes(h.shape[1])
         return index if classes is None else classes[index]
 
-    def fit(self, X, T, epochs=1000, lr=0.01, *, callback=None, **options) -> MLP:
-        """Full-batch gradient descent: W_l <- W_l - lr dL/dW_l, b_l <- b_l - lr dL/db_l.
+    def fit(self, X, T, epochs=1000, lr=0.01, *, callback=None, sample_weight=None, **options) -> MLP:
+        """Train in place; by default full-batch gradient descent W_l <- W_l - lr dL/dW_l, b_l <- b_l - lr dL/db_l.
 
-        Runs ``epochs`` steps on the whole batch and appends each epoch's loss
-        (before its update) to ``loss_history``.  ``callback(epoch, loss)`` is
-        called after every epoch (epochs count from 1).  If the loss becomes NaN
-        or infinite, the parameters of the last finite loss are restored and
-        ``FloatingPointError`` is raised.
+        Runs ``epochs`` epochs in the compiled training loop (:mod:`nbmlp.compiled`)
+        and appends each epoch's loss (before its update) to ``loss_history``.
+        ``callback(epoch, loss)`` is called for every epoch (epochs count from 1),
+        in batches after each compiled chunk of about 75 ms.  ``sample_weight``
+        (n,) weighs each sample's loss term and gradient.  Training continues
+        from ``optimizer_state``: two fits of 20 epochs equal one of 40.  If the
+        loss, a gradient or the final parameters become NaN or infinite, the
+        parameters of the last finite loss are restored and
+        ``FloatingPointError`` is raised; Ctrl-C raises ``KeyboardInterrupt``
+        within a chunk, keeping every finished epoch.
 
         Keyword ``options`` choose other training (mini-batches, momentum, Adam,
-        weight decay, schedules, validation, early stopping): see
+        weight decay, schedules, validation, early stopping, ``history``): see
         :class:`nbmlp.training.Trainer`, which runs every fit.
         """
-        from .training import train
-
         check_parameters(self)
-        train(self, X, T, epochs=epochs, lr=lr, callback=callback, **options)
+        train(self, X, T, epochs=epochs, lr=lr, callback=callback, sample_weight=sample_weight, **options)
         return self
 
     # -- persistence -----------------------------------------------------------

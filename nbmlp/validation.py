@@ -313,3 +313,23 @@ def check_parameters(net, *, finite: bool = True) -> None:
             for i, a in enumerate(params):
                 if not np.isfinite(a).all():
                     raise ValueError(f"{_parameter_name('Wb'[i // L], i % L)} contains NaN or infinite values")
+
+
+def check_sample_weight(sample_weight, n: int) -> np.ndarray | None:
+    """``sample_weight``: None, or n finite weights >= 0 with a positive sum; returned as float64 (n,)."""
+    if sample_weight is None:
+        return None
+    try:
+        w = np.asarray(sample_weight)
+    except Exception as exc:
+        raise TypeError(f"sample_weight must be array-like with a numeric dtype: {exc}") from exc
+    if w.dtype.kind not in "iuf":
+        raise TypeError(f"sample_weight must have a real numeric dtype, got dtype {w.dtype}")
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},) to match X, got shape {w.shape}")
+    w = np.array(w, dtype=np.float64, copy=True)
+    if not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
+        raise ValueError("sample_weight must hold finite values >= 0 with a positive sum")
+    return w

@@ -329,10 +329,15 @@ def test_float32_training_stays_float32(rng):
     assert all(p.dtype == np.float32 for p in net.W + net.b)
 
 
-def test_compiled_true_is_refused_when_the_loop_cannot_be_fused(rng):
+def test_compiled_true_runs_mini_batches_in_the_compiled_loop(rng):
     X, T = _data(rng)
-    with pytest.raises(ValueError, match="compiled=True"):
-        train(_net(), X, T, epochs=1, lr=0.1, batch_size=4, compiled=True)
+    run = train(_net(), X, T, epochs=1, lr=0.1, batch_size=4, compiled=True)
+    assert run.used_compiled_loop
+
+
+def test_a_trainer_needs_a_net():
+    with pytest.raises(TypeError, match="net must be an nbmlp.MLP"):
+        Trainer("x")
 
 
 @pytest.mark.skipif(not HAS_FUSED, reason="nbmlp.fused (the compiled epoch loop) is not present")

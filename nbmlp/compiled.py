@@ -1,0 +1,672 @@
+r"""The compiled training loop: one forward and one backward function per layer kind, one short driver.
+
+Written in the manner of llm.c's ``train_gpt2.c``: every layer kind is a pair
+of plain loop functions, ``X_forward(out, inp, ...)`` and ``X_backward(dinp,
+..., dout, ...)``, outputs first; :func:`train_steps` calls the forward
+functions in order and the backward ones in reverse, one line each, then the
+update rule.  Everything runs inside one compiled call per *chunk* of steps
+(:class:`CompiledRun`), so a mini-batch step costs no Python at all.
+
+Index letters, fixed for the whole module::
+
+    i = sample of the batch (B rows of the batch buffers, row-major)
+    j = unit of the layer below (d_in),  k = unit of the layer (d_out)
+    m = slot of a flat parameter vector (W_l.reshape(-1) or b_l)
+
+Array roles (as in :mod:`nbmlp.network`): ``z_l = h_{l-1} W_l + b_l`` (B x
+d_l), ``h_l = act_l(z_l)``; ``g_l`` holds ∂L/∂h_l and is turned into ∂L/∂z_l in
+place by the activation's backward, which -- like every derivative of nbmlp --
+is written from the saved output h_l.
+
+Layer and rule kinds are the named constants of the table of operations
+(:mod:`nbmlp.ops`: ``ACT_SIGMOID``, ``LOSS_MSE``, ``OPT_ADAM``, ...; :data:`KINDS`
+maps names to them); the driver branches on them at run time inside small
+functions.
+
+**Sample weights.**  With per-sample weights w_i every sample's loss term and
+gradient is multiplied by w_i; a *mean* loss is normalised by Σ_i w_i of the
+batch instead of the batch size (scikit-learn's convention)::
+
+    half_sse       L = ½ Σ_i w_i Σ_k (t_ik - h_ik)^2
+    mse            L = 1/(d Σ_i w_i) Σ_i w_i Σ_k (t_ik - h_ik)^2
+    cross_entropy  L = -1/(Σ_i w_i) Σ_i w_i Σ_k t_ik log softmax(z_i)_k
+
+With all weights 1 these are exactly the unweighted losses.  An epoch's mean
+loss weighs each batch by its share of Σ w (the batch's share of the rows
+when unweighted).
+
+**Serial or parallel** is decided once per run: the three matrix products of
+each layer are :mod:`nbmlp.products` functions, passed into the driver as
+arguments (their parallel or ``.serial`` compilation, chosen by
+:func:`nbmlp.parallel.pick`); every other loop of the driver is serial.
+Mini-batch runs are always serial -- one compiled call per chunk, no parallel
+region per kernel -- and full-batch runs ask :func:`nbmlp.parallel.pick`
+with the work of one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import numpy as np
+
+from . import ops, parallel, products
+from ._jit import compiling, jit
+from .kernels import LEAKY_RELU_SLOPE
+from .kernels_tuned import exp_nonpositive, sigmoid_fast
+from .ops import (
+    ACT_IDENTITY,
+    ACT_LEAKY_RELU,
+    ACT_RELU,
+    ACT_SIGMOID,
+    ACT_SOFTMAX,
+    ACT_SOFTPLUS,
+    ACT_TANH,
+    LOSS_CROSS_ENTROPY,
+    LOSS_HALF_SSE,
+    LOSS_MSE,
+    OPT_ADAM,
+    OPT_MOMENTUM,
+    OPT_NESTEROV,
+    OPT_SGD,
+)
+
+#: Compile flags of the training loop: cached on disk, no GIL, fused multiply-adds allowed
+#: (differences of ~1 ulp per product against the NumPy twin), NumPy's error model
+#: (a division by zero gives inf, which the non-finite guard reports, not ZeroDivisionError).
+ENGINE_FLAGS = {"cache": True, "nogil": True, "fastmath": {"contract"}, "error_model": "numpy"}
+
+# -- the kinds, by name: the codes of the table of operations (nbmlp.ops) -------------------------
+
+#: Slope of leaky_relu for z <= 0 (the literal kernels' constant).
+LEAKY_SLOPE = LEAKY_RELU_SLOPE
+
+#: name -> code, per kind of entry, read from :mod:`nbmlp.ops` (the one source of the codes).
+KINDS = {
+    "activation": {name: op.code for name, op in ops.ACTIVATIONS.items()},
+    "loss": {name: op.code for name, op in ops.LOSSES.items()},
+    "optimizer": {name: op.code for name, op in ops.OPTIMIZERS.items()},
+}
+
+#: Losses that are sums over samples (the rest are means over Σ w).
+SUM_LOSSES = frozenset(name for name, op in ops.LOSSES.items() if op.reduction == "sum")
+
+# ---------------------------------------------------------------------------
+# Layers: forward / backward pairs
+# ---------------------------------------------------------------------------
+
+
+@jit(**ENGINE_FLAGS)
+def input_forward(h0, X, sigmoid):
+    r"""h0 = σ(X) (or X), σ by :func:`nbmlp.kernels_tuned.sigmoid_fast`.  h0, X: (n, d0)."""
+    n, d = X.shape
+    for i in range(n):
+        for j in range(d):
+            x = X[i, j]
+            if sigmoid:
+                h0[i, j] = sigmoid_fast(np.float64(x))
+            else:
+                h0[i, j] = x
+
+
+@jit(**ENGINE_FLAGS)
+def activation_forward(h, z, b, act, B):
+    r"""z_ik <- z_ik + b_k, then h_ik = act(z_ik) for the first B rows (softmax: over k of each row i).
+
+    h, z: (>= B, d); b: (d,).  The bias is added here, fused with the activation.
+    """
+    d = z.shape[1]
+    for i in range(B):
+        for k in range(d):
+            z[i, k] += b[k]
+        if act == ACT_SIGMOID:  # the tuned tier's vectorizable σ, in float64 (about 1 ulp)
+            for k in range(d):
+                h[i, k] = sigmoid_fast(np.float64(z[i, k]))
+        elif act == ACT_TANH:
+            for k in range(d):
+                h[i, k] = math.tanh(z[i, k])
+        elif act == ACT_RELU:
+            for k in range(d):
+                h[i, k] = z[i, k] if z[i, k] > 0.0 else 0.0
+        elif act == ACT_LEAKY_RELU:
+            for k in range(d):
+                h[i, k] = z[i, k] if z[i, k] > 0.0 else LEAKY_SLOPE * z[i, k]
+        elif act == ACT_SOFTPLUS:  # max(z, 0) + log1p(e^{-|z|})
+            for k in range(d):
+                x = z[i, k]
+                h[i, k] = max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+        elif act == ACT_SOFTMAX:  # shifted by the row maximum
+            top = z[i, 0]
+            for k in range(1, d):
+                top = max(top, z[i, k])
+            total = 0.0
+            for k in range(d):
+                e = exp_nonpositive(np.float64(z[i, k] - top))
+                h[i, k] = e
+                total += e
+            for k in range(d):
+                h[i, k] = h[i, k] / total
+        else:
+            for k in range(d):
+                h[i, k] = z[i, k]
+
+
+@jit(**ENGINE_FLAGS)
+def activation_backward(g, h, act, B):
+    r"""∂L/∂z = ∂L/∂h ⊙ act'(z), in place in g (B rows), written from the saved output h:
+
+    sigmoid h(1 - h); tanh 1 - h^2; relu [h > 0]; leaky_relu 1 if h > 0 else 0.01;
+    softplus σ(z) = 1 - e^{-h}; identity 1.  (softmax's backward is fused with
+    cross-entropy in :func:`loss_backward`.)
+    """
+    d = g.shape[1]
+    if act == ACT_IDENTITY or act == ACT_SOFTMAX:
+        return
+    for i in range(B):
+        for k in range(d):
+            y = h[i, k]
+            if act == ACT_SIGMOID:
+                g[i, k] = g[i, k] * y * (1.0 - y)
+            elif act == ACT_TANH:
+                g[i, k] = g[i, k] * (1.0 - y * y)
+            elif act == ACT_RELU:
+                g[i, k] = g[i, k] if y > 0.0 else 0.0
+            elif act == ACT_LEAKY_RELU:
+                g[i, k] = g[i, k] if y > 0.0 else LEAKY_SLOPE * g[i, k]
+            elif act == ACT_SOFTPLUS:
+                g[i, k] = g[i, k] * -math.expm1(-y)
+
+
+@jit(**ENGINE_FLAGS)
+def loss_forward(h, z, T, w, B, wsum, loss):
+    r"""The batch loss (float64) of the first B rows; see the module docstring for the weighted forms.
+
+    h: outputs (>= B, d); z: logits (cross-entropy); T: targets; w: sample weights (>= B,).
+    """
+    d = h.shape[1]
+    acc = 0.0
+    if loss == LOSS_CROSS_ENTROPY:
+        for i in range(B):
+            top = np.float64(z[i, 0])
+            for k in range(1, d):
+                top = max(top, np.float64(z[i, k]))
+            total = 0.0
+            for k in range(d):
+                total += math.exp(np.float64(z[i, k]) - top)
+            lse = top + math.log(total)
+            row = 0.0
+            for k in range(d):
+                row += np.float64(T[i, k]) * (lse - np.float64(z[i, k]))
+            acc += np.float64(w[i]) * row
+        return acc / wsum
+    for i in range(B):
+        row = 0.0
+        for k in range(d):
+            diff = np.float64(T[i, k]) - np.float64(h[i, k])
+            row += diff * diff
+        acc += np.float64(w[i]) * row
+    if loss == LOSS_HALF_SSE:
+        return 0.5 * acc
+    return acc / (wsum * d)
+
+
+@jit(**ENGINE_FLAGS)
+def loss_backward(g, h, T, w, B, wsum, loss):
+    r"""g = ∂L/∂h_L (half_sse: w_i (h - t); mse: 2 w_i (h - t)/(d Σw)) or, for cross-entropy,
+    ∂L/∂z_L = w_i (p - t)/Σw directly.  First B rows.
+    """
+    d = h.shape[1]
+    for i in range(B):
+        if loss == LOSS_HALF_SSE:
+            scale = w[i]
+        elif loss == LOSS_MSE:
+            scale = 2.0 * w[i] / (wsum * d)
+        else:
+            scale = w[i] / wsum
+        for k in range(d):
+            g[i, k] = scale * (h[i, k] - T[i, k])
+
+
+@jit(**ENGINE_FLAGS)
+def bias_backward(db, g, B):
+    r"""∂L/∂b_k = Σ_i ∂L/∂z_ik over the first B rows, i ascending."""
+    d = g.shape[1]
+    for k in range(d):
+        db[k] = 0.0
+    for i in range(B):
+        for k in range(d):
+            db[k] += g[i, k]
+
+
+@jit(**ENGINE_FLAGS)
+def l2_forward(W):
+    r"""½ Σ_jk w_jk^2 (float64), the decay term of the loss before its factor λ."""
+    acc = 0.0
+    for m in range(W.shape[0]):
+        acc += np.float64(W[m]) * np.float64(W[m])
+    return 0.5 * acc
+
+
+@jit(**ENGINE_FLAGS)
+def l2_backward(gW, W, decay):
+    r"""∂/∂w of λ ½ Σ w^2 added to the weight gradient: g_m <- g_m + λ w_m (weights only)."""
+    for m in range(W.shape[0]):
+        gW[m] = gW[m] + decay * W[m]
+
+
+# ---------------------------------------------------------------------------
+# Update rules, on flat vectors (the formulas of nbmlp.optim)
+# ---------------------------------------------------------------------------
+
+
+@jit(**ENGINE_FLAGS)
+def update(p, g, s1, s2, rule, lr, momentum, beta1, beta2, epsilon, t):
+    r"""One update of the flat parameter p with gradient g; s1, s2: the rule's state.
+
+    sgd:      p <- p - lr g
+    momentum: v <- mu v - lr g;  p <- p + v                     (s1 = v)
+    nesterov: v <- mu v - lr g;  p <- p + mu v - lr g           (s1 = v)
+    adam:     m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;     (s1 = m, s2 = v)
+              p <- p - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+    """
+    size = p.shape[0]
+    if rule == OPT_SGD or (rule != OPT_ADAM and momentum == 0.0):
+        for m in range(size):
+            p[m] = p[m] - lr * g[m]
+    elif rule == OPT_MOMENTUM:
+        for m in range(size):
+            v = momentum * s1[m] - lr * g[m]
+            s1[m] = v
+            p[m] = p[m] + v
+    elif rule == OPT_NESTEROV:
+        for m in range(size):
+            v = momentum * s1[m] - lr * g[m]
+            s1[m] = v
+            p[m] = p[m] + momentum * v - lr * g[m]
+    else:
+        c1 = 1.0 - beta1**t
+        c2 = 1.0 - beta2**t
+        for m in range(size):
+            gm = g[m]
+            first = beta1 * s1[m] + (1.0 - beta1) * gm
+            second = beta2 * s2[m] + (1.0 - beta2) * gm * gm
+            s1[m] = first
+            s2[m] = second
+            p[m] = p[m] - lr * (first / c1) / (math.sqrt(second / c2) + epsilon)
+
+
+# ---------------------------------------------------------------------------
+# Stopping rule (shared with the Python twin in nbmlp.training)
+# ---------------------------------------------------------------------------
+
+#: Slots of the float state vector ``fstate`` of a run.
+F_BEST_LOSS, F_BEST_SCORE, F_LR, F_EPOCH_LOSS = 0, 1, 2, 3
+#: Slots of the integer state vector ``istate`` of a run.
+I_STEP, I_POS, I_NO_IMPROVEMENT, I_STATUS, I_HAVE_SNAPSHOT, I_HAVE_BEST = 0, 1, 2, 3, 4, 5
+#: istate[I_STATUS] after a chunk.
+RUNNING, STOPPED, CONVERGED, NON_FINITE = 0, 1, 2, 3
+
+#: ``"adaptive"`` divides the rate by this factor on a plateau, and stops below ADAPTIVE_MIN_LR
+#: (scikit-learn's values, ``sklearn/neural_network/_multilayer_perceptron.py``).
+ADAPTIVE_FACTOR = 5.0
+ADAPTIVE_MIN_LR = 1e-6
+
+
+@jit(**ENGINE_FLAGS)
+def end_of_epoch(fstate, istate, loss, score, early_stopping, tol, patience, adaptive):
+    r"""scikit-learn's no-improvement rule after an epoch; returns (stop, new_best_score).
+
+    Early stopping counts epochs whose validation score is not above best + tol,
+    otherwise epochs whose loss is not below best - tol.  When the count exceeds
+    ``patience`` (>= 1; 0 means never stop) an adaptive schedule divides the rate
+    by :data:`ADAPTIVE_FACTOR` (and restarts the count) while it stays above
+    :data:`ADAPTIVE_MIN_LR`; otherwise training stops.
+    """
+    new_best = False
+    if early_stopping:
+        if score < fstate[F_BEST_SCORE] + tol:
+            istate[I_NO_IMPROVEMENT] += 1
+        else:
+            istate[I_NO_IMPROVEMENT] = 0
+        if score > fstate[F_BEST_SCORE]:
+            fstate[F_BEST_SCORE] = score
+            new_best = True
+    else:
+        if loss > fstate[F_BEST_LOSS] - tol:
+            istate[I_NO_IMPROVEMENT] += 1
+        else:
+            istate[I_NO_IMPROVEMENT] = 0
+    if loss < fstate[F_BEST_LOSS]:
+        fstate[F_BEST_LOSS] = loss
+    if patience > 0 and istate[I_NO_IMPROVEMENT] > patience:
+        if adaptive and fstate[F_LR] / ADAPTIVE_FACTOR >= ADAPTIVE_MIN_LR:
+            fstate[F_LR] = fstate[F_LR] / ADAPTIVE_FACTOR
+            istate[I_NO_IMPROVEMENT] = 0
+            return False, new_best
+        return True, new_best
+    return False, new_best
+
+
+# ---------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------
+
+
+@jit(**ENGINE_FLAGS)
+def network_forward(zs, hs, h0, Ws, bs, acts, B, mm_nn, ws):
+    r"""z_l = h_{l-1} W_l + b_l, h_l = act_l(z_l) for l = 1..L on the first B rows of h0."""
+    L = len(Ws)
+    for l in range(L):
+        h_in = h0 if l == 0 else hs[l - 1]
+        mm_nn(zs[l][:B], h_in[:B], Ws[l], ws)
+        activation_forward(hs[l], zs[l], bs[l], acts[l], B)
+
+
+@jit(**ENGINE_FLAGS)
+def network_backward(dWs, dbs, gs, hs, h0, Ws, acts, B, mm_tn, mm_nt, ws):
+    r"""From g_L = ∂L/∂h_L (or ∂L/∂z_L for softmax) down: ∂L/∂W_l, ∂L/∂b_l, and g_{l-1} = ∂L/∂z_l W_lᵀ."""
+    L = len(Ws)
+    for l in range(L - 1, -1, -1):
+        activation_backward(gs[l], hs[l], acts[l], B)
+        h_in = h0 if l == 0 else hs[l - 1]
+        mm_tn(dWs[l], h_in[:B], gs[l][:B], ws)
+        bias_backward(dbs[l], gs[l], B)
+        if l > 0:
+            mm_nt(gs[l - 1][:B], gs[l][:B], Ws[l], ws)
+
+
+@jit(**ENGINE_FLAGS)
+def pass_forward_backward(zs, hs, gs, dWs, dbs, h0, T, w, Ws, bs, acts, loss, B, wsum, mm_nn, mm_tn, mm_nt, ws):
+    r"""One forward + loss + backward pass on the first B rows; returns the data loss (float64).
+
+    The one pass driver of nbmlp's compiled training (``MLP.gradients`` computes
+    the same quantities layer by layer through the engines' kernels, which
+    also return ∂L/∂X).
+    """
+    L = len(Ws)
+    network_forward(zs, hs, h0, Ws, bs, acts, B, mm_nn, ws)
+    value = loss_forward(hs[L - 1], zs[L - 1], T, w, B, wsum, loss)
+    loss_backward(gs[L - 1], hs[L - 1], T, w, B, wsum, loss)
+    network_backward(dWs, dbs, gs, hs, h0, Ws, acts, B, mm_tn, mm_nt, ws)
+    return value
+
+
+@jit(**ENGINE_FLAGS)
+def penalty_forward(Wflat, decay):
+    r"""λ ½ Σ_l Σ_jk w_jk^2 over every weight matrix (flat views); 0 when λ = 0."""
+    if decay == 0.0:
+        return 0.0
+    acc = 0.0
+    for l in range(len(Wflat)):
+        acc += l2_forward(Wflat[l])
+    return decay * acc
+
+
+@jit(**ENGINE_FLAGS)
+def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, zs, hs, gs, vzs, vhs,
+                H0, T, w, Hb, Tb, wb, Hv, Tv, wv, perms, lrs, acts, icfg, fcfg, fstate, istate,
+                losses, vlosses, max_steps, mm_nn, mm_tn, mm_nt, ws):
+    r"""Run up to ``perms.shape[0]`` epochs, at most ``max_steps`` steps; returns the epochs finished.
+
+    One step: gather the batch (mini-batches), forward, loss, backward, the
+    non-finite guard (loss and every gradient; on failure the parameters before
+    the last update are put back and istate[I_STATUS] = NON_FINITE), keep the
+    parameters as the snapshot, add λW to the weight gradients, update.  After
+    an epoch: its loss goes to losses[e], the validation loss (with the decay
+    term) to vlosses[e], then :func:`end_of_epoch` (unless the score is computed
+    in Python).  A chunk may end inside an epoch (istate[I_POS] > 0); the next
+    call continues it, with the same permutation in perms[0].
+
+    icfg: loss, rule, batch, gather, has_val, early_stopping, patience, adaptive, rule_in_driver, is_sum
+    fcfg: momentum, beta1, beta2, epsilon, decay, tol, wtotal
+    """
+    loss, rule, batch, gather, has_val = icfg[0], icfg[1], icfg[2], icfg[3], icfg[4]
+    early_stopping, patience, adaptive, rule_in_driver, is_sum = icfg[5], icfg[6], icfg[7], icfg[8], icfg[9]
+    momentum, beta1, beta2, epsilon, decay, tol, wtotal = fcfg[0], fcfg[1], fcfg[2], fcfg[3], fcfg[4], fcfg[5], \
+        fcfg[6]
+    n = H0.shape[0]
+    L = len(Ws)
+    P = len(params)
+    steps = 0
+    for e in range(perms.shape[0]):
+        lr = fstate[F_LR] if adaptive else lrs[e]
+        while istate[I_POS] < n:
+            if steps >= max_steps:
+                return e
+            pos = istate[I_POS]
+            B = min(batch, n - pos)
+            if gather:
+                for r in range(B):
+                    src = perms[e, pos + r]
+                    for j in range(H0.shape[1]):
+                        Hb[r, j] = H0[src, j]
+                    for k in range(T.shape[1]):
+                        Tb[r, k] = T[src, k]
+                    wb[r] = w[src]
+                h0, tb, wbat = Hb, Tb, wb
+            else:
+                h0, tb, wbat = H0, T, w
+            wsum = 0.0
+            for r in range(B):
+                wsum += wbat[r]
+            data = pass_forward_backward(zs, hs, gs, dWs, dbs, h0, tb, wbat, Ws, bs, acts, loss, B, wsum,
+                                         mm_nn, mm_tn, mm_nt, ws)
+            penalty = penalty_forward(Wflat, decay)
+            finite = math.isfinite(data + penalty)
+            for q in range(P):
+                g = grads[q]
+                for m in range(g.shape[0]):
+                    if not math.isfinite(g[m]):
+                        finite = False
+            if not finite:
+                if istate[I_HAVE_SNAPSHOT]:
+                    for q in range(P):
+                        params[q][:] = snapshot[q]
+                fstate[F_EPOCH_LOSS] = data + penalty
+                istate[I_STATUS] = NON_FINITE
+                return e
+            for q in range(P):
+                snapshot[q][:] = params[q]
+            istate[I_HAVE_SNAPSHOT] = 1
+            istate[I_STEP] += 1
+            for q in range(P):
+                if decay > 0.0 and q % 2 == 0:
+                    l2_backward(grads[q], params[q], decay)
+                update(params[q], grads[q], s1[q], s2[q], rule, lr, momentum, beta1, beta2, epsilon,
+                       istate[I_STEP])
+            share = wsum / wtotal
+            fstate[F_EPOCH_LOSS] += (data if is_sum else share * data) + share * penalty
+            istate[I_POS] = pos + B
+            steps += 1
+        losses[e] = fstate[F_EPOCH_LOSS]
+        fstate[F_EPOCH_LOSS] = 0.0
+        istate[I_POS] = 0
+        score = 0.0
+        if has_val:
+            nv = Hv.shape[0]
+            network_forward(vzs, vhs, Hv, Ws, bs, acts, nv, mm_nn, ws)
+            vloss = loss_forward(vhs[L - 1], vzs[L - 1], Tv, wv, nv, np.float64(nv), loss) \
+                + penalty_forward(Wflat, decay)
+            vlosses[e] = vloss
+            score = -vloss
+        if rule_in_driver:
+            stop, new_best = end_of_epoch(fstate, istate, losses[e], score, early_stopping, tol, patience, adaptive)
+            if new_best:
+                for q in range(P):
+                    best[q][:] = params[q]
+                istate[I_HAVE_BEST] = 1
+            if stop:
+                istate[I_STATUS] = STOPPED
+                return e + 1
+    return perms.shape[0]
+
+
+# ---------------------------------------------------------------------------
+# Python side: allocate once per run, call in chunks
+# ---------------------------------------------------------------------------
+
+#: Seconds of work between two returns to Python (progress, callbacks, signals).
+CHUNK_SECONDS = 0.075
+
+#: At most this many epochs per chunk: the chunk's per-epoch arrays (losses, rates, row orders)
+#: stay bounded however short an epoch is.
+MAX_CHUNK_EPOCHS = 4096
+
+
+_STARTED = set()
+
+
+@contextlib.contextmanager
+def compile_watch(key, config: str):
+    """Around the first call of a configuration in this process: :func:`nbmlp._jit.compiling` says on
+    stderr that the training loop for ``config`` is compiling when the call runs over a second (not when
+    it loads from the cache).  Later calls skip the watch."""
+    if key in _STARTED:
+        yield
+        return
+    try:
+        with compiling(f"the training loop for {config}"):
+            yield
+    finally:
+        _STARTED.add(key)
+
+
+class CompiledRun:
+    r"""Buffers of one training run, allocated once; :meth:`chunk` runs compiled steps on them.
+
+    net: the network (its ``W``/``b`` are updated in place); X, T: checked
+    training arrays; sample_weight: (n,) or None; validation: (X_val, T_val)
+    or None; s1, s2: flat optimizer state vectors (parameter layout W_1, b_1,
+    W_2, b_2, ...), updated in place.
+    """
+
+    def __init__(self, net, X, T, sample_weight, validation, *, rule, batch_size, momentum, beta1, beta2,
+                 epsilon, weight_decay, early_stopping, patience, tol, adaptive, rule_in_driver, s1, s2):
+        dtype = net.dtype
+        n = X.shape[0]
+        self.net = net
+        self.n = n
+        self.batch = n if batch_size is None else min(int(batch_size), n)
+        acts = [KINDS["activation"][a] for a in net.activations]
+        self.acts = np.asarray(acts, dtype=np.int64)
+        self.Ws = tuple(net.W)
+        self.bs = tuple(net.b)
+        self.params = tuple(a for W, b in zip(net.W, net.b, strict=True) for a in (W.reshape(-1), b))
+        sizes = [p.size for p in self.params]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        flat_grad = np.zeros(int(self.offsets[-1]), dtype)
+        self.grads = tuple(flat_grad[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:]))
+        self.dWs = tuple(self.grads[2 * l].reshape(W.shape) for l, W in enumerate(net.W))
+        self.dbs = tuple(self.grads[2 * l + 1] for l in range(len(net.W)))
+        self.s1 = tuple(s1[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:]))
+        self.s2 = tuple(s2[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:]))
+        self.snapshot = tuple(p.copy() for p in self.params)
+        self.best = tuple(p.copy() for p in self.params) if early_stopping else tuple(
+            np.zeros(1, dtype) for _ in self.params)
+        B = self.batch
+        self.zs = tuple(np.zeros((B, d), dtype) for d in net.sizes[1:])
+        self.hs = tuple(np.zeros((B, d), dtype) for d in net.sizes[1:])
+        self.gs = tuple(np.zeros((B, d), dtype) for d in net.sizes[1:])
+        self.H0 = np.empty_like(X)
+        input_forward(self.H0, X, net.input_sigmoid)
+        self.T = T
+        self.w = (np.ones(n, dtype) if sample_weight is None else np.ascontiguousarray(sample_weight, dtype))
+        self.gather = self.batch < n
+        if self.gather:
+            self.Hb = np.zeros((B, X.shape[1]), dtype)
+            self.Tb = np.zeros((B, T.shape[1]), dtype)
+            self.wb = np.zeros(B, dtype)
+        else:
+            self.Hb, self.Tb, self.wb = self.H0[:1], T[:1], self.w[:1]
+        if validation is not None:
+            Xv, Tv = validation
+            nv = Xv.shape[0]
+            self.Hv = np.empty_like(Xv)
+            input_forward(self.Hv, Xv, net.input_sigmoid)
+            self.Tv = Tv
+            self.vzs = tuple(np.zeros((nv, d), dtype) for d in net.sizes[1:])
+            self.vhs = tuple(np.zeros((nv, d), dtype) for d in net.sizes[1:])
+        else:
+            self.Hv, self.Tv = self.H0[:1], T[:1]
+            self.vzs = tuple(np.zeros((1, d), dtype) for d in net.sizes[1:])
+            self.vhs = tuple(np.zeros((1, d), dtype) for d in net.sizes[1:])
+        self.wv = np.ones(self.Hv.shape[0], dtype)
+        self.icfg = np.array([KINDS["loss"][net.loss_name], rule, B, self.gather, validation is not None,
+                              early_stopping, 0 if patience is None else patience, adaptive, rule_in_driver,
+                              net.loss_name in SUM_LOSSES], dtype=np.int64)
+        self.fcfg = np.array([momentum, beta1, beta2, epsilon, weight_decay, tol, float(self.w.sum())],
+                             dtype=np.float64)
+        # Serial or parallel products, decided once for the run.  Mini-batch steps always run serial:
+        # a parallel region per product per step pays the threads' wake-up every few microseconds of
+        # work, and beside one busy process that wake-up takes milliseconds (measured on 2 cores,
+        # breast cancer (100,) batch 32: 7 ms/epoch serial, 63 ms parallel).  Full-batch steps ask
+        # nbmlp.parallel with the work of one step.
+        dims = list(zip(net.sizes[:-1], net.sizes[1:]))
+        step_work = B * sum(a * b for a, b in dims)
+        work = step_work if B == n else 0
+        self.parallel = parallel.use_parallel(work)
+        self.mm = tuple(parallel.pick(f, work) for f in (products.matmul_nn, products.matmul_tn,
+                                                         products.matmul_nt))
+        rows = max(B, self.Hv.shape[0])
+        shapes = [(rows, b, a) for a, b in dims] + [(a, b, rows) for a, b in dims] + [(rows, a, b) for a, b in dims]
+        self.ws = max((products.workspace(*s, dtype) for s in shapes), key=len)
+        self.step_work = step_work
+
+    def chunk(self, perms, lrs, fstate, istate, losses, vlosses, max_steps) -> int:
+        """Run compiled steps (see :func:`train_steps`); returns the number of epochs finished."""
+        args = (self.Ws, self.bs, self.params[0::2], self.params, self.grads, self.dWs, self.dbs, self.s1, self.s2,
+                self.snapshot, self.best, self.zs, self.hs, self.gs, self.vzs, self.vhs, self.H0, self.T, self.w,
+                self.Hb, self.Tb, self.wb, self.Hv, self.Tv, self.wv, perms, lrs, self.acts, self.icfg, self.fcfg,
+                fstate, istate, losses, vlosses, int(max_steps), *self.mm, self.ws)
+        key = ("train_steps", self.net.dtype.name, len(self.Ws), self.parallel)
+        config = f"{self.net.dtype.name}, {len(self.Ws)} layer(s), {'parallel' if self.parallel else 'serial'}"
+        with compile_watch(key, config), (parallel.region() if self.parallel else contextlib.nullcontext()):
+            return int(train_steps(*args))
+
+    def restore_snapshot(self) -> None:
+        """Put back the parameters from before the last update."""
+        for p, s in zip(self.params, self.snapshot, strict=True):
+            p[...] = s
+
+    def parameters_finite(self) -> bool:
+        return all(bool(np.isfinite(p).all()) for p in self.params)
+
+
+def steps_for(seconds_per_step: float) -> int:
+    """Steps in a chunk of about :data:`CHUNK_SECONDS`, from the measured time of one step."""
+    if not seconds_per_step > 0.0:
+        return 1
+    return max(1, min(1 << 30, int(CHUNK_SECONDS / seconds_per_step)))
+
+
+class StepTimer:
+    """Sizes the chunks: the first two run one step each (the first may include compiling), every later
+    one :func:`steps_for` the seconds per step measured on the chunk before it.  A single step is never
+    split, so a step that takes longer than a second delays Ctrl-C by that step."""
+
+    def __init__(self):
+        self.per_step = None
+        self.chunks = 0
+
+    def start(self):
+        self._t0 = time.perf_counter()
+
+    def stop(self, steps: int) -> None:
+        elapsed = time.perf_counter() - self._t0
+        self.chunks += 1
+        if steps > 0 or self.chunks == 1:
+            self.per_step = elapsed / max(steps, 1)
+
+    def next_steps(self) -> int:
+        return 1 if self.per_step is None or self.chunks < 2 else steps_for(self.per_step)
+
+
+__all__ = [
+    "ACT_IDENTITY", "ACT_LEAKY_RELU", "ACT_RELU", "ACT_SIGMOID", "ACT_SOFTMAX", "ACT_SOFTPLUS", "ACT_TANH",
+    "ADAPTIVE_FACTOR", "ADAPTIVE_MIN_LR", "CHUNK_SECONDS", "KINDS", "MAX_CHUNK_EPOCHS", "LEAKY_SLOPE",
+    "LOSS_CROSS_ENTROPY",
+    "LOSS_HALF_SSE", "LOSS_MSE", "OPT_ADAM", "OPT_MOMENTUM", "OPT_NESTEROV", "OPT_SGD", "SUM_LOSSES",
+    "CompiledRun", "StepTimer", "compile_watch", "end_of_epoch", "train_steps",
+]

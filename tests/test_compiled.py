@@ -1,0 +1,388 @@
+"""nbmlp.compiled: the compiled training loop against its reference twin, the Python Trainer on engine="numpy".
+
+Each case trains the same net twice -- ``compiled=True`` on the default engine and
+``compiled=False`` on ``engine="numpy"`` (one vectorized NumPy formula per
+step) -- and holds the loss trajectory, the validation histories, the final
+parameters and the optimizer state to 1e-10 in float64.  Shapes are small:
+a test costs compile time, not arithmetic.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from conftest import rel_err
+
+import nbmlp
+from nbmlp import compiled
+from nbmlp.training import Trainer, train
+
+TOL = {np.dtype("float64"): 1e-10, np.dtype("float32"): 2e-4}
+
+#: name -> (MLP keyword arguments, training options, n, sample weights?)
+CASES = {
+    "sigmoid sgd full batch": (dict(), dict(optimizer="sgd"), 9, False),
+    "tanh momentum batch 4": (dict(activation="tanh"), dict(optimizer="momentum", batch_size=4), 9, False),
+    "relu nesterov batch 4 decay": (dict(activation="relu"), dict(optimizer="nesterov", batch_size=4,
+                                                                   weight_decay=0.01), 9, False),
+    "leaky_relu adam batch 3": (dict(activation="leaky_relu"), dict(optimizer="adam", batch_size=3), 10, False),
+    "softplus adam mse": (dict(activation="softplus", loss="mse"), dict(optimizer="adam", batch_size=4), 9, False),
+    "identity mse no input sigmoid": (dict(activation="identity", loss="mse", input_sigmoid=False),
+                                      dict(optimizer="sgd", batch_size=2, shuffle=False), 7, False),
+    "softmax cross-entropy adam decay": (dict(loss="cross_entropy"), dict(optimizer="adam", batch_size=4,
+                                                                            weight_decay=0.1), 11, False),
+    "invscaling": (dict(), dict(optimizer="sgd", lr_schedule="invscaling", power_t=0.7, batch_size=5), 9, False),
+    "adaptive plateau": (dict(), dict(optimizer="sgd", lr_schedule="adaptive", n_iter_no_change=2, tol=10.0),
+                         9, False),
+    "callable schedule": (dict(), dict(optimizer="momentum", lr_schedule=lambda e: 0.5 / e, batch_size=3), 8,
+                          False),
+    "convergence stop": (dict(), dict(optimizer="sgd", n_iter_no_change=2, tol=1.0), 8, False),
+    "validation + early stopping": (dict(loss="cross_entropy"),
+                                    dict(optimizer="adam", batch_size=4, validation_fraction=0.3,
+                                         early_stopping=True, n_iter_no_change=3, tol=0.0), 16, False),
+    "validation, python score": (dict(loss="cross_entropy"),
+                                 dict(optimizer="sgd", validation_fraction=0.3, early_stopping=True,
+                                      n_iter_no_change=3, tol=0.0,
+                                      validation_score=lambda net, X, T: -float(net.loss(X, T))), 16, False),
+    "three layers": (dict(sizes=(3, 5, 4, 2), activation=["tanh", "relu", "sigmoid"]),
+                     dict(optimizer="adam", batch_size=4), 9, False),
+    "n = 1": (dict(), dict(optimizer="momentum"), 1, False),
+    "width 1": (dict(sizes=(1, 1, 1)), dict(optimizer="adam", batch_size=2), 5, False),
+    "wide layers": (dict(sizes=(9, 17, 12, 3), loss="cross_entropy"), dict(optimizer="adam", batch_size=6), 13,
+                    False),
+    "sample weights half_sse": (dict(), dict(optimizer="sgd", batch_size=4), 9, True),
+    "sample weights mse": (dict(loss="mse"), dict(optimizer="adam", batch_size=4), 9, True),
+    "sample weights cross-entropy": (dict(loss="cross_entropy"), dict(optimizer="momentum"), 9, True),
+}
+
+EPOCHS = 12
+
+
+def _data(rng, sizes, n, loss):
+    X = rng.normal(size=(n, sizes[0]))
+    if loss == "cross_entropy":
+        T = np.eye(sizes[-1])[rng.integers(0, sizes[-1], n)]
+    else:
+        T = rng.random((n, sizes[-1]))
+    return X, T
+
+
+def _needs(net_kwargs):
+    acts = net_kwargs.get("activation", "sigmoid")
+    missing = {acts} if isinstance(acts, str) else set(acts)
+    missing -= set(nbmlp.ACTIVATIONS)
+    if missing:
+        pytest.skip(f"MLP does not offer {sorted(missing)} yet (nbmlp.ops adds it)")
+
+
+def _pair(net_kwargs, dtype):
+    _needs(net_kwargs)
+    kw = dict(net_kwargs)
+    sizes = kw.pop("sizes", (3, 4, 2))
+    return (nbmlp.MLP(sizes, seed=3, dtype=dtype, **kw), nbmlp.MLP(sizes, seed=3, dtype=dtype, engine="numpy",
+                                                                  **kw))
+
+
+def _assert_same(a, b, tol, what):
+    err = rel_err(a, b)
+    assert err <= tol, f"{what}: relative difference {err:.2e} > {tol:.0e}"
+
+
+def _compare(case, dtype, rng, epochs=EPOCHS):
+    net_kwargs, options, n, weighted = CASES[case]
+    fast, ref = _pair(net_kwargs, dtype)
+    X, T = _data(rng, fast.sizes, n, fast.loss_name)
+    w = rng.uniform(0.2, 3.0, size=n) if weighted else None
+    options = dict(options, seed=7, lr=options.get("lr", 0.3))
+    run_fast = train(fast, X, T, epochs=epochs, sample_weight=w, **options)
+    run_ref = train(ref, X, T, epochs=epochs, sample_weight=w, compiled=False, **options)
+    tol = TOL[np.dtype(dtype)]
+    assert run_fast.used_compiled_loop and not run_ref.used_compiled_loop
+    assert len(fast.loss_history) == len(ref.loss_history) == run_ref.epochs_run == run_fast.epochs_run
+    assert run_fast.stop_reason == run_ref.stop_reason
+    _assert_same(fast.loss_history, ref.loss_history, tol, f"{case}: losses")
+    _assert_same(fast.validation_loss_history, ref.validation_loss_history, tol, f"{case}: validation losses")
+    _assert_same(fast.validation_score_history, ref.validation_score_history, tol, f"{case}: scores")
+    for l, (p, q) in enumerate(zip(fast.W + fast.b, ref.W + ref.b, strict=True)):
+        assert p.dtype == np.dtype(dtype)
+        _assert_same(p, q, tol, f"{case}: parameter {l}")
+    assert fast.optimizer_state.keys() == ref.optimizer_state.keys()
+    for key, value in ref.optimizer_state.items():
+        if isinstance(value, np.ndarray):
+            _assert_same(fast.optimizer_state[key], value, tol, f"{case}: optimizer_state[{key!r}]")
+        elif isinstance(value, str):
+            assert fast.optimizer_state[key] == value, key
+        else:
+            assert fast.optimizer_state[key] == pytest.approx(value, rel=tol), key
+    return run_fast, run_ref
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_compiled_loop_equals_the_numpy_trainer(case, rng):
+    _compare(case, "float64", rng)
+
+
+@pytest.mark.parametrize("case", ["softmax cross-entropy adam decay", "three layers", "sample weights mse"])
+def test_float32_within_float32_rounding(case, rng):
+    _compare(case, "float32", rng)
+
+
+def test_the_cases_cover_every_activation_loss_and_optimizer():
+    acts, losses, opts = set(), set(), set()
+    for net_kwargs, options, _, _ in CASES.values():
+        a = net_kwargs.get("activation", "sigmoid")
+        if not set([a] if isinstance(a, str) else a) <= set(nbmlp.ACTIVATIONS):
+            acts.update([a] if isinstance(a, str) else a)
+            continue
+        net = nbmlp.MLP(net_kwargs.get("sizes", (3, 4, 2)), **{k: v for k, v in net_kwargs.items() if k != "sizes"})
+        acts.update(net.activations)
+        losses.add(net.loss_name)
+        opts.add(options["optimizer"])
+    assert acts == set(compiled.KINDS["activation"])
+    assert losses == set(compiled.KINDS["loss"])
+    assert opts == set(compiled.KINDS["optimizer"])
+
+
+def test_early_stopping_case_really_stops_early(rng):
+    run, _ = _compare("validation + early stopping", "float64", rng, epochs=300)
+    assert run.stop_reason == "early_stopping" and run.epochs_run < 300
+
+
+@pytest.mark.parametrize("loss", ["half_sse", "mse", "cross_entropy"])
+def test_integer_sample_weights_equal_repeated_rows(loss, rng):
+    X, T = _data(rng, (3, 4, 2), 6, loss)
+    w = np.array([1, 2, 1, 3, 1, 1])
+    a, b = nbmlp.MLP((3, 4, 2), seed=2, loss=loss), nbmlp.MLP((3, 4, 2), seed=2, loss=loss)
+    a.fit(X, T, epochs=10, lr=0.2, sample_weight=w, optimizer="adam")
+    b.fit(np.repeat(X, w, axis=0), np.repeat(T, w, axis=0), epochs=10, lr=0.2, optimizer="adam")
+    _assert_same(a.loss_history, b.loss_history, 1e-12, "losses")
+    for p, q in zip(a.W + a.b, b.W + b.b, strict=True):
+        _assert_same(p, q, 1e-12, "parameters")
+
+
+@pytest.mark.parametrize("options", [dict(optimizer="adam", lr=0.05), dict(optimizer="momentum", lr=0.1),
+                                     dict(optimizer="adam", lr=0.05, batch_size=3, seed=4),
+                                     dict(optimizer="sgd", lr=0.1, lr_schedule="invscaling")])
+@pytest.mark.parametrize("compiled_loop", [True, False])
+def test_fit_twice_for_20_epochs_equals_one_fit_of_40(options, compiled_loop, rng):
+    X, T = _data(rng, (3, 4, 2), 10, "half_sse")
+    once, twice = nbmlp.MLP((3, 4, 2), seed=5), nbmlp.MLP((3, 4, 2), seed=5)
+    once.fit(X, T, epochs=40, compiled=compiled_loop, **options)
+    twice.fit(X, T, epochs=20, compiled=compiled_loop, **options)
+    twice.fit(X, T, epochs=20, compiled=compiled_loop, **options)
+    _assert_same(twice.loss_history, once.loss_history, 1e-13, "losses")
+    for p, q in zip(twice.W + twice.b, once.W + once.b, strict=True):
+        _assert_same(p, q, 1e-13, "parameters")
+    assert twice.optimizer_state["step"] == once.optimizer_state["step"]
+    assert twice.optimizer_state["epoch"] == 40
+
+
+def test_optimizer_state_is_plain_data(rng):
+    X, T = _data(rng, (3, 4, 2), 10, "half_sse")
+    net = nbmlp.MLP((3, 4, 2), seed=5)
+    net.fit(X, T, epochs=3, optimizer="adam", batch_size=4, seed=1)
+    state = net.optimizer_state
+    assert all(isinstance(k, str) for k in state)
+    assert all(isinstance(v, (np.ndarray, int, float, str)) for v in state.values())
+    assert state["first_moment"].shape == (sum(p.size for p in net.W + net.b),)
+    assert state["step"] == 3 * 3
+
+
+@pytest.mark.parametrize("history, expected", [("none", []), (3, [3, 6, 9]), ("epoch", list(range(1, 11)))])
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_history_can_be_thinned_or_switched_off(history, expected, batch_size, rng):
+    X, T = _data(rng, (3, 4, 2), 10, "half_sse")
+    seen = []
+    full = nbmlp.MLP((3, 4, 2), seed=5)
+    full.fit(X, T, epochs=10, batch_size=batch_size, seed=0, callback=lambda e, loss: seen.append(loss))
+    net = nbmlp.MLP((3, 4, 2), seed=5)
+    net.fit(X, T, epochs=10, batch_size=batch_size, seed=0, history=history)
+    assert net.loss_history == pytest.approx([seen[e - 1] for e in expected], rel=1e-12)
+    assert len(seen) == 10
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_chunks_call_the_callback_for_every_epoch_in_order(batch_size, rng, monkeypatch):
+    calls = []
+    chunk = compiled.CompiledRun.chunk
+
+    def counting(self, *args):
+        calls.append(1)
+        return chunk(self, *args)
+
+    monkeypatch.setattr(compiled.CompiledRun, "chunk", counting)
+    monkeypatch.setattr(compiled, "CHUNK_SECONDS", 1e-5)
+    X, T = _data(rng, (3, 4, 2), 9, "half_sse")
+    seen = []
+    net = nbmlp.MLP((3, 4, 2), seed=5, activation="tanh")
+    net.fit(X, T, epochs=30, lr=0.1, batch_size=batch_size, optimizer="momentum",
+            callback=lambda e, loss: seen.append((e, loss)))
+    assert [e for e, _ in seen] == list(range(1, 31))
+    assert [loss for _, loss in seen] == net.loss_history
+    assert len(calls) > 2  # returned to Python between chunks
+
+
+def test_a_chunk_is_many_epochs_when_epochs_are_short(rng, monkeypatch):
+    calls = []
+    chunk = compiled.CompiledRun.chunk
+
+    def counting(self, perms, *args):
+        calls.append(perms.shape[0])
+        return chunk(self, perms, *args)
+
+    monkeypatch.setattr(compiled.CompiledRun, "chunk", counting)
+    X, T = _data(rng, (3, 4, 2), 9, "half_sse")
+    nbmlp.MLP((3, 4, 2), seed=5, activation="tanh").fit(X, T, epochs=3000, lr=0.01, optimizer="adam",
+                                                       callback=lambda e, loss: None)
+    assert max(calls) > 10
+
+
+@pytest.mark.parametrize("options", [dict(), dict(optimizer="adam", batch_size=4), dict(activation="tanh")])
+@pytest.mark.parametrize("compiled_loop", [True, False])
+def test_huge_lr_never_returns_non_finite_parameters(options, compiled_loop, rng):
+    options = dict(options)
+    net_kw = {"activation": options.pop("activation")} if "activation" in options else {}
+    X, T = _data(rng, (3, 4, 2), 40, "half_sse")
+    T = T * 100.0
+    for epochs in (1, 2, 5):
+        net = nbmlp.MLP((3, 4, 2), seed=5, **net_kw)
+        try:
+            net.fit(X, T, epochs=epochs, lr=1e308, compiled=compiled_loop, **options)
+        except FloatingPointError:
+            pass
+        assert all(np.isfinite(p).all() for p in net.W + net.b), epochs
+
+
+def test_guard_after_the_last_update_restores_the_parameters_before_it(rng):
+    X, T = _data(rng, (3, 4, 2), 40, "half_sse")
+    T = T * 100.0
+    for compiled_loop, options in ((True, {}), (True, {"optimizer": "momentum"}), (False, {})):
+        net = nbmlp.MLP((3, 4, 2), seed=5)
+        before = [p.copy() for p in net.W + net.b]
+        with pytest.raises(FloatingPointError, match="non-finite"):
+            net.fit(X, T, epochs=1, lr=1e308, compiled=compiled_loop, **options)
+        for p, q in zip(net.W + net.b, before, strict=True):
+            np.testing.assert_array_equal(p, q)
+
+
+def test_non_finite_in_a_later_epoch_keeps_the_finished_ones(rng):
+    X, T = _data(rng, (3, 4, 2), 12, "half_sse")
+    a = nbmlp.MLP((3, 4, 2), seed=5, activation="identity")
+    b = nbmlp.MLP((3, 4, 2), seed=5, activation="identity", engine="numpy")
+    schedule = lambda e: 0.1 if e < 4 else 1e308  # noqa: E731
+    for net, flag in ((a, True), (b, False)):
+        with pytest.raises(FloatingPointError):
+            net.fit(X, T, epochs=10, lr=0.1, lr_schedule=schedule, batch_size=5, seed=0, compiled=flag)
+    assert len(a.loss_history) == len(b.loss_history) >= 3
+    _assert_same(a.loss_history, b.loss_history, 1e-10, "losses")
+    for p, q in zip(a.W + a.b, b.W + b.b, strict=True):
+        assert np.isfinite(p).all()
+        _assert_same(p, q, 1e-10, "parameters")
+
+
+CTRL_C_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    import nbmlp
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(64, 8)), rng.random((64, 3))
+    net = nbmlp.MLP((8, 16, 3), seed=0)
+    net.fit(X, T, epochs=2, optimizer="adam", batch_size=8, seed=0)   # compile before the signal
+    print("ready", flush=True)
+    start = time.perf_counter()
+    try:
+        net.fit(X, T, epochs=10**9, optimizer="adam", batch_size=8, seed=0)
+    except KeyboardInterrupt:
+        late = time.perf_counter() - float(sys.stdin.readline())
+        epochs = net.optimizer_state["epoch"]
+        finite = all(np.isfinite(p).all() for p in net.W + net.b)
+        print("interrupted", late, epochs, len(net.loss_history), net.optimizer_state["step"], finite, flush=True)
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is a POSIX test")
+def test_ctrl_c_stops_fit_within_a_second_and_keeps_finished_epochs(tmp_path):
+    script = tmp_path / "long_fit.py"
+    script.write_text(CTRL_C_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        proc.stdin.write(f"{time.perf_counter()}\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    fields = out.split()
+    assert fields and fields[0] == "interrupted", (out, err)
+    late, epochs, recorded, steps, finite = float(fields[1]), int(fields[2]), int(fields[3]), int(fields[4]), \
+        fields[5]
+    assert late < 1.0
+    assert epochs >= 2 and recorded == epochs  # the first fit's 2 epochs and every finished one since
+    assert steps >= (epochs - 0) * 8 and finite == "True"
+
+
+def test_trainer_refuses_what_is_not_a_net():
+    with pytest.raises(TypeError, match="net must be an nbmlp.MLP, got str"):
+        Trainer("x")
+
+
+@pytest.mark.parametrize("w, error", [(np.ones(3), ValueError), (-np.ones(9), ValueError),
+                                      (np.full(9, np.nan), ValueError), (["a"] * 9, TypeError)])
+def test_bad_sample_weight_is_refused(w, error, rng):
+    X, T = _data(rng, (3, 4, 2), 9, "half_sse")
+    with pytest.raises(error, match="sample_weight"):
+        nbmlp.MLP((3, 4, 2)).fit(X, T, epochs=1, sample_weight=w)
+
+
+def _act_numpy(name, z):
+    return {"leaky_relu": np.where(z > 0, z, 0.01 * z),
+            "softplus": np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))}[name]
+
+
+@pytest.mark.parametrize("name", ["leaky_relu", "softplus"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_new_activations_forward_and_derivative_from_the_output(name, dtype, rng):
+    z = (rng.normal(size=(7, 5)) * 4).astype(dtype)
+    z[0, :3] = [0.0, -30.0, 30.0]
+    h = np.zeros_like(z)
+    b = np.zeros(5, dtype)
+    compiled.activation_forward(h, z.copy(), b, compiled.KINDS["activation"][name], 7)
+    expected = _act_numpy(name, z.astype(np.float64))
+    _assert_same(h, expected, TOL[np.dtype(dtype)] if dtype == "float32" else 1e-15, "forward")
+    g = np.ones_like(z)
+    compiled.activation_backward(g, h, compiled.KINDS["activation"][name], 7)
+    eps = 1e-6
+    z64 = z.astype(np.float64)
+    slope = (_act_numpy(name, z64 + eps) - _act_numpy(name, z64 - eps)) / (2 * eps)
+    away = np.abs(z64) > 1e-3  # leaky_relu's kink at 0 takes the slope of z <= 0 by convention
+    _assert_same(g[away], slope[away], 1e-5 if dtype == "float64" else 1e-3, "derivative")
+
+
+def test_memory_does_not_grow_with_epochs_when_the_history_is_off(rng):
+    import tracemalloc
+
+    X, T = _data(rng, (3, 4, 2), 9, "half_sse")
+    net = nbmlp.MLP((3, 4, 2), seed=5)
+    net.fit(X, T, epochs=5, lr=0.01, history="none", optimizer="momentum")  # compile outside the measurement
+    peaks = []
+    for epochs in (5000, 50000):
+        tracemalloc.start()
+        net.fit(X, T, epochs=epochs, lr=0.01, history="none", optimizer="momentum")
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert net.loss_history == []
+    # 45 000 more recorded losses would take > 360 kB in a list of floats; a chunk holds at most
+    # compiled.MAX_CHUNK_EPOCHS epochs' arrays
+    assert peaks[1] < peaks[0] + 50_000, peaks
