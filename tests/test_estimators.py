@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import pickle
 import subprocess
 import sys
@@ -307,21 +306,13 @@ def test_regressor_in_cross_val_score_uses_r2():
 # ---------------------------------------------------------------------------
 
 
-def _checks_needing_weighted_training(estimator):
-    """The checks that fit with unequal sample weights, as long as the trainer cannot take them."""
-    if "sample_weight" in inspect.signature(nbmlp.Trainer.run).parameters:
-        return {}
-    why = "needs sample_weight in nbmlp.training (Trainer.run(..., sample_weight=))"
-    return {"check_sample_weights_not_overwritten": why, "check_sample_weight_equivalence_on_dense_data": why}
-
-
 if HAS_SKLEARN:
     from sklearn.utils.estimator_checks import parametrize_with_checks
 
     CHECKED = [MLPClassifier(hidden_layer_sizes=(5,), max_iter=100, random_state=0),
                MLPRegressor(hidden_layer_sizes=(5,), max_iter=100, random_state=0)]
 
-    @parametrize_with_checks(CHECKED, expected_failed_checks=_checks_needing_weighted_training)
+    @parametrize_with_checks(CHECKED)
     def test_scikit_learn_estimator_checks(estimator, check):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
