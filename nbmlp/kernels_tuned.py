@@ -6,24 +6,19 @@ registered by :mod:`nbmlp.engines` as the engine ``"tuned"`` (``MLP(engine="tune
 still an explicit Numba loop: no BLAS call, no NumPy array expression in a
 kernel.  What changes, and why:
 
-1. **Matrix products are blocked and register-tiled** (:func:`_gemm`).  The
-   literal ``linear_forward`` runs ``for i: for k: for j: acc += h[i, j] W[j, k]``:
+1. **Matrix products are packed and register-blocked** (:mod:`nbmlp.products`).
+   The literal ``linear_forward`` runs ``for i: for k: for j: acc += h[i, j] W[j, k]``:
    the innermost j walks *down a column* of W (stride d_out), and one
    accumulator is a serial chain of dependent adds, so nothing vectorizes.
-   Here the innermost loop runs along a *row* of the output (index k, unit
-   stride in both W and z), eight output rows at once and eight values of j
-   per pass (an 8 x 8 register tile), so LLVM emits SIMD fused multiply-adds;
-   the output is cut into tiles of 64 rows x 256 columns so the 256-column
-   panel of W stays in the L2 cache while 64 rows of h stream past it.  Each
-   z[i, k] is still Σ_j in ascending j, started from 0 and with b_k added
-   last, exactly as the literal loop orders it.
-2. **The two backward products reuse the same tiled loop** by choosing which
-   matrix plays which role: ∂L/∂W = h_prevᵀ · ∂L/∂z reads h_prev transposed in
-   place (no copy), ∂L/∂h_prev = ∂L/∂z · Wᵀ pre-transposes W once per call
-   (d_in x d_out values, small next to the n x d_in x d_out multiply-adds),
-   and when d_out is small ∂L/∂W is computed as its transpose (so the vector
-   loop runs over d_in, not over a handful of columns) and copied back.
-   Every Σ still runs over its index in ascending order.
+   Here the three products of a layer are :func:`nbmlp.products.matmul_nn`
+   (z = h·W, then + b), :func:`~nbmlp.products.matmul_tn` (∂L/∂W = h_prevᵀ·∂L/∂z)
+   and :func:`~nbmlp.products.matmul_nt` (∂L/∂h_prev = ∂L/∂z·Wᵀ): panels of both
+   operands packed into a per-thread scratch buffer (transposes are read by
+   the packing, nothing is copied whole), an 8-row register tile of C updated
+   by 512-bit fused multiply-adds, blocks sized for the caches.  Each Σ runs
+   over its index in ascending order, the bias is added after it.
+2. :func:`_tile`, the earlier 8 x 8 register tile, stays for nbmlp.fused's
+   compiled loop.
 3. **Element-wise kernels run on the flattened n·d array** in chunks of
    :data:`CHUNK` elements, so short rows (d = 3) still fill SIMD lanes.
 4. **exp is a vectorizable polynomial** (:func:`exp_nonpositive`).  Numba's
@@ -63,7 +58,9 @@ pick serial or parallel by the amount of work through :func:`nbmlp.parallel.pick
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 
 import numpy as np
 from llvmlite import ir
@@ -71,6 +68,7 @@ from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
 from . import kernels as literal
+from . import products
 from ._jit import compile_twice
 from .parallel import pick
 
@@ -84,13 +82,10 @@ TUNED_FLAGS = {"cache": True, "fastmath": {"contract"}, "nogil": True, "error_mo
 #: Elements per chunk of the flat element-wise kernels and the loss sums.
 CHUNK = 4096
 
-#: Output tile of the matrix products: TILE_ROWS rows x TILE_COLS columns per
-#: prange iteration; inside a tile, 8 rows x 8 terms of the sum per pass.
-TILE_ROWS = 64
+#: Columns per panel of :func:`_tile` (the register-tiled product of nbmlp.fused)
+#: and per prange iteration of :func:`_column_sums`.
 TILE_COLS = 256
 
-#: ∂L/∂W is computed transposed when d_out is below this and d_in is larger.
-NARROW_COLS = 16
 
 
 def tuned_kernel(py_func):
@@ -734,7 +729,7 @@ def _softmax_cross_entropy_loss(z, t):
 
 
 # ---------------------------------------------------------------------------
-# Matrix products: C = A·B (or Aᵀ·B) with an 8 x 8 register tile
+# Matrix products: the 8 x 8 register tile of nbmlp.fused (the engine's products are nbmlp.products)
 # ---------------------------------------------------------------------------
 
 
@@ -866,25 +861,6 @@ def _tile(C, A, a_transposed, B, bias, r0, r1, c0, c1):
 
 
 @tuned_kernel
-def _gemm(C, A, a_transposed, B, bias):
-    r"""C = A·B (+ bias) or Aᵀ·B (+ bias), tile by tile; see :func:`_tile`.
-
-    C: (R, Q), B: (P, Q), A: (R, P) or (P, R), bias: (Q,) or empty.  Tiles are
-    numbered column panel first, so the iterations one thread runs share a
-    panel of B (kept in cache); each tile is written by one iteration only.
-    """
-    R, Q = C.shape
-    n_row_blocks = (R + TILE_ROWS - 1) // TILE_ROWS
-    n_col_blocks = (Q + TILE_COLS - 1) // TILE_COLS
-    for t in prange(n_row_blocks * n_col_blocks):
-        col_block = t // n_row_blocks
-        row_block = t - col_block * n_row_blocks
-        _tile(C, A, a_transposed, B, bias,
-              row_block * TILE_ROWS, min(R, (row_block + 1) * TILE_ROWS),
-              col_block * TILE_COLS, min(Q, (col_block + 1) * TILE_COLS))
-
-
-@tuned_kernel
 def _column_sums(db, dz):
     r"""db_k = Σ_i dz_ik, i ascending: whole rows of dz are added into db (SIMD over k).
 
@@ -901,17 +877,6 @@ def _column_sums(db, dz):
             dzi = dz[i, k0:k1]
             for k in range(dbc.shape[0]):
                 dbc[k] += dzi[k]
-
-
-@tuned_kernel
-def _transpose(out, a):
-    """out[q, p] = a[p, q], in 32 x 32 blocks (both arrays touched a cache line at a time)."""
-    P, Q = a.shape
-    for bp in prange((P + 31) // 32):
-        for q0 in range(0, Q, 32):
-            for p in range(bp * 32, min(P, bp * 32 + 32)):
-                for q in range(q0, min(Q, q0 + 32)):
-                    out[q, p] = a[p, q]
 
 
 # ---------------------------------------------------------------------------
@@ -975,28 +940,54 @@ def softmax_forward(p, z):
 softmax_forward.__doc__ = literal.softmax_forward.__doc__
 
 
+def _workspace(m, n, p, dtype):
+    """This thread's scratch buffer for :mod:`nbmlp.products`, grown when a product needs more.
+
+    Allocated once per thread and size (not per call); one per thread so that
+    two Python threads training at once never share packed panels.
+    """
+    if m * n * p < products.SMALL_WORK:
+        return _NO_SCRATCH[np.dtype(dtype)]  # the plain loops use no scratch
+    need = _workspace_size(m, n, p)
+    cache = _WORKSPACES.__dict__
+    ws = cache.get(dtype)
+    if ws is None or ws.shape[0] < need:
+        ws = cache[dtype] = products.workspace(m, n, p, dtype)
+    return ws
+
+
+_WORKSPACES = threading.local()
+_workspace_size = functools.lru_cache(maxsize=1024)(products.workspace_size)  # a pure function of (m, n, p)
+
+
+@tuned_kernel
+def _add_bias(z, b):
+    r"""z_ik += b_k (after the Σ, as in the literal loop), rows in chunks of :data:`_ROWS_PER_CHUNK`."""
+    n, d = z.shape
+    for c in prange((n + _ROWS_PER_CHUNK - 1) // _ROWS_PER_CHUNK):
+        for i in range(c * _ROWS_PER_CHUNK, min(n, (c + 1) * _ROWS_PER_CHUNK)):
+            for k in range(d):
+                z[i, k] += b[k]
+
+
 def linear_forward(z, h_prev, W, b):
     n, d_in = h_prev.shape
-    pick(_gemm, n * d_in * W.shape[1])(z, h_prev, False, W, b)
+    d_out = W.shape[1]
+    ws = _workspace(n, d_out, d_in, z.dtype)
+    pick(products.matmul_nn, n * d_in * d_out)(z, h_prev, W, ws)
+    pick(_add_bias, z.size)(z, b)
 
 
 linear_forward.__doc__ = literal.linear_forward.__doc__
 
-_NO_BIAS = {np.dtype(np.float64): np.empty(0, np.float64), np.dtype(np.float32): np.empty(0, np.float32)}
+_NO_SCRATCH = {np.dtype(np.float64): np.empty(0, np.float64), np.dtype(np.float32): np.empty(0, np.float32)}
 
 
 def linear_backward_weight(dW, dz, h_prev):
     n, d_in = h_prev.shape
     d_out = dz.shape[1]
-    work = n * d_in * d_out
-    no_bias = _NO_BIAS.get(dW.dtype, np.empty(0, dW.dtype))
-    if d_out < NARROW_COLS and d_in > d_out:
-        # dWᵀ = dzᵀ · h_prev: the vector loop runs over the d_in columns of h_prev.
-        dWT = np.empty((d_out, d_in), dtype=dW.dtype)
-        pick(_gemm, work)(dWT, dz, True, h_prev, no_bias)
-        pick(_transpose, d_in * d_out)(dW, dWT)
-    else:
-        pick(_gemm, work)(dW, h_prev, True, dz, no_bias)
+    ws = _workspace(d_in, d_out, n, dW.dtype)
+    pick(products.matmul_tn, n * d_in * d_out)(dW, h_prev, dz, ws)
 
 
 linear_backward_weight.__doc__ = literal.linear_backward_weight.__doc__
@@ -1011,10 +1002,9 @@ linear_backward_bias.__doc__ = literal.linear_backward_bias.__doc__
 
 def linear_backward_input(dh_prev, dz, W):
     d_in, d_out = W.shape
-    WT = np.empty((d_out, d_in), dtype=W.dtype)  # pre-transposed W: rows of Wᵀ are unit-stride
-    pick(_transpose, W.size)(WT, W)
-    no_bias = _NO_BIAS.get(dh_prev.dtype, np.empty(0, dh_prev.dtype))
-    pick(_gemm, dz.shape[0] * d_in * d_out)(dh_prev, dz, False, WT, no_bias)
+    n = dz.shape[0]
+    ws = _workspace(n, d_in, d_out, dh_prev.dtype)
+    pick(products.matmul_nt, n * d_in * d_out)(dh_prev, dz, W, ws)
 
 
 linear_backward_input.__doc__ = literal.linear_backward_input.__doc__

@@ -15,36 +15,406 @@ In general form, with C (m x n) written in full (never accumulated into):
 
 ``ws`` is a 1-D scratch buffer of the operands' dtype, at least
 :func:`workspace_size` (m, n, p) long, allocated once by the caller (per fit,
-not per call) and passed to every call.  Each function is compiled twice
-(:func:`nbmlp._jit.compile_twice`): parallel over blocks of C that one
-iteration writes, and serial at ``.serial``; both are callable from other
-compiled code and give bit-identical results for any thread count.
+not per call; :func:`workspace` makes one) and passed to every call.  A call
+uses all of it as scratch: two calls running at the same time (from two
+Python threads) need two buffers.  C must not overlap A or B.  Each
+function is compiled twice (:func:`nbmlp._jit.compile_twice`): parallel over
+blocks of C, and serial at ``.serial`` (also named ``matmul_nn_serial`` etc.,
+the spelling compiled code can call); both are callable from other compiled code.
 
-These are plain loop nests, the Σ over p ascending in every entry.
+How a product is computed (the structure of Goto & van de Geijn, "Anatomy of
+High-Performance Matrix Multiplication", 2008, and of BLIS):
+
+1. C is cut into one block of rows x columns per thread ("units", split at
+   multiples of MR rows and NR columns).  Each unit has its own slice of ``ws``
+   (a "slot"), so threads share nothing but the read-only operands.
+2. Inside a unit: for each block of MC rows and each block of KC terms of the
+   sum, the MC x KC block of A is *packed* into the slot -- MR rows at a time,
+   stored term by term (``[p][i]``), so the micro-kernel reads it as one
+   contiguous stream; then for each block of NB columns the KC x NB block of B is
+   packed the same way, NR columns at a time (``[p][j]``).  Transposed operands
+   (Aᵀ in ``matmul_tn``, Bᵀ in ``matmul_nt``) are read transposed by the packing:
+   no whole-matrix copy.  Packed panels past the edge of C are zero.
+3. The micro-kernel (:func:`_micro_kernel`, LLVM vector code) keeps an MR x NR
+   tile of C in MR·NR/W vector registers (W = 8 float64 or 16 float32 lanes,
+   512-bit) for the whole KC loop: per term p it loads NR/W vectors of packed B,
+   broadcasts MR values of packed A and issues MR·NR/W fused multiply-adds.
+   Tiles cut by the edge of C run on a scratch tile in the slot and are copied.
+4. Block sizes follow the caches (:data:`BLOCKING`): a KC x MR panel of packed A
+   stays in L1 while the KC x NB block of packed B streams from L2.
+
+The order of every sum: C_rc = fma(a_{r,p-1}, b_{p-1,c}, ... fma(a_{r,0}, b_{0,c}, 0)),
+p ascending, every step one fused multiply-add (``llvm.fma``: one rounding, the
+same on every machine).  Between KC blocks the partial sum is stored in C and
+loaded back unchanged, so neither the blocking nor the split into units, nor
+so the number of threads, changes a bit of the result.  Products below
+:data:`SMALL_WORK` multiply-adds (the note's 4-5-3), and any C that is not
+C-contiguous, run the plain loop nests instead (multiply then add, p
+ascending: a different rounding, also independent of threads).
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.core.extending import intrinsic
 
 from ._jit import JIT_FLAGS, compile_twice
 
+#: Bytes per vector register of the micro-kernel (AVX-512).
+VECTOR_BYTES = 64
+
+#: Block sizes per dtype: (MR, NR, KC, MC, NB).  MR x NR: the register tile of C
+#: (MR broadcast rows x NR/W vectors; 8 x 3 vectors = 24 of the 32 zmm registers,
+#: plus 3 for B and one broadcast).  KC: terms per pass, so that a packed KC x MR
+#: panel of A (16 KiB) fits the 48 KiB L1 and a KC x NB block of packed B (1 MiB)
+#: half of the 2 MiB L2 (Sapphire Rapids-class Xeon, lscpu).  MC: rows of A packed
+#: at once (L3).
+BLOCKING = {
+    np.dtype(np.float64): (8, 24, 256, 1024, 480),
+    np.dtype(np.float32): (8, 48, 256, 1024, 960),
+}
+
+#: Products with fewer multiply-adds than this run the plain loop nests.
+SMALL_WORK = 1 << 12
+
+#: Each region of a slot starts at a multiple of this many elements (64 bytes or more).
+_ALIGN = 16
+
+
+def _round_up(x, q):
+    return -(-x // q) * q
+
+
+def _slot_parts(m, n, P, MR, NR, KC, MC, NB):
+    """Lengths of the three regions of one slot: packed A (MC x KC), packed B (KC x NB), one MR x NR tile."""
+    kc = min(KC, P)
+    mc = min(MC, -(-m // MR) * MR)
+    nb = min(NB, -(-n // NR) * NR)
+    a = -(-(mc * kc) // _ALIGN) * _ALIGN
+    b = -(-(kc * nb) // _ALIGN) * _ALIGN
+    t = -(-(MR * NR) // _ALIGN) * _ALIGN
+    return a, b, t
+
+
+_slot_parts_compiled = njit(cache=True)(_slot_parts)
+
 
 def workspace_size(m: int, n: int, p: int) -> int:
-    """Length of the scratch buffer the products need for C (m x n) with p terms per sum."""
-    return 1
+    """Length of the scratch buffer the products need for C (m x n) with p terms per sum.
+
+    Enough for either dtype and for the most threads Numba can run
+    (``numba.config.NUMBA_NUM_THREADS``), plus room to align it.
+    """
+    for name, v in (("m", m), ("n", n), ("p", p)):
+        if int(v) != v or v < 0:
+            raise ValueError(f"workspace_size: {name} must be a non-negative integer, got {v!r}")
+    per_slot = max(sum(_slot_parts(rows, cols, max(p, 1), *b)) for b in BLOCKING.values()
+                   for rows, cols in ((max(m, 1), max(n, 1)), (max(n, 1), max(m, 1))))
+    return numba.config.NUMBA_NUM_THREADS * per_slot + VECTOR_BYTES
 
 
 def workspace(m: int, n: int, p: int, dtype) -> np.ndarray:
-    """A scratch buffer for products up to C (m x n) with p terms per sum, in ``dtype``."""
-    return np.empty(workspace_size(m, n, p), dtype=dtype)
+    """A scratch buffer for products up to C (m x n) with p terms per sum, in ``dtype``, 64-byte aligned."""
+    dtype = np.dtype(dtype)
+    if dtype not in BLOCKING:
+        raise TypeError(f"workspace: dtype must be float32 or float64, got {dtype}")
+    size = workspace_size(m, n, p)
+    raw = np.zeros(size + VECTOR_BYTES // dtype.itemsize, dtype=dtype)
+    start = (-raw.ctypes.data % VECTOR_BYTES) // dtype.itemsize
+    return raw[start:start + size]
+
+
+# ---------------------------------------------------------------------------
+# The micro-kernel and the block sizes, as LLVM code
+# ---------------------------------------------------------------------------
+
+
+def _float_1d(x):
+    return isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and isinstance(x.dtype, types.Float)
+
+
+@intrinsic
+def _blocking(typingctx, ws):
+    """(MR, NR, KC, MC, NB) of :data:`BLOCKING` for ws's dtype, as compile-time constants."""
+    if not _float_1d(ws):
+        return None
+    values = BLOCKING[np.dtype(ws.dtype.name)]
+    sig = types.UniTuple(types.intp, 5)(ws)
+
+    def codegen(context, builder, signature, args):
+        return context.make_tuple(builder, signature.return_type,
+                                  [context.get_constant(types.intp, v) for v in values])
+
+    return sig, codegen
+
+
+@intrinsic
+def _num_threads(typingctx):
+    """``numba.get_num_threads()`` as a call of the threading layer's C function.
+
+    (Numba's own overload calls it through a ctypes pointer, which keeps the
+    calling function out of the on-disk cache.)  The symbol exists once the
+    threading layer is running, which the call at import below makes sure of.
+    """
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(cgutils.intp_t, []), "get_num_threads")
+        return builder.call(fn, [])
+
+    return types.intp(), codegen
+
+
+numba.get_num_threads()  # starts the threading layer: defines the symbol _num_threads calls
+
+
+@intrinsic
+def _micro_kernel(typingctx, ws, a_off, b_off, c, c_off, ldc, kc, first, pf_off):
+    r"""Tile of C at c[c_off + i*ldc + j] (i < MR, j < NR) = (first ? 0 : tile) + Σ_{p<kc} A_ip B_pj.
+
+    A_ip = ws[a_off + p*MR + i], B_pj = ws[b_off + p*NR + j] (packed panels).
+    ``c``: any array of ws's dtype whose data is contiguous where the tile lies.
+    Each step is ``llvm.fma`` on MR x NR/W accumulators kept in registers.
+    Unless ``first`` or pf_off < 0, the MR rows of NR values at c[pf_off + i*ldc]
+    (the next tile) are prefetched first, so that the next call finds them in
+    cache (a hint only: it changes no value and cannot fault).
+    """
+    if not (_float_1d(ws) and isinstance(c, types.Array) and c.dtype == ws.dtype):
+        return None
+    MR, NR = BLOCKING[np.dtype(ws.dtype.name)][:2]
+    sig = types.void(ws, types.intp, types.intp, c, types.intp, types.intp, types.intp, types.boolean, types.intp)
+
+    def codegen(context, builder, signature, args):
+        wsv, a_offv, b_offv, cv, c_offv, ldcv, kcv, firstv, pf_offv = args
+        ftype = context.get_value_type(ws.dtype)
+        size = context.get_abi_sizeof(ftype)
+        W = VECTOR_BYTES // size
+        NV = NR // W
+        vtype = ir.VectorType(ftype, W)
+        vptr = vtype.as_pointer()
+        intp = context.get_value_type(types.intp)
+        i32 = ir.IntType(32)
+
+        def const(v):
+            return ir.Constant(intp, v)
+
+        wdata = context.make_array(ws)(context, builder, wsv).data
+        cdata = context.make_array(c)(context, builder, cv).data
+        a_base = builder.gep(wdata, [a_offv], inbounds=True)
+        b_base = builder.gep(wdata, [b_offv], inbounds=True)
+        c_base = builder.gep(cdata, [c_offv], inbounds=True)
+        zero = ir.Constant(vtype, [ir.Constant(ftype, 0.0)] * W)
+        c_ptrs = []
+        for i in range(MR):
+            row = builder.gep(c_base, [builder.mul(ldcv, const(i))], inbounds=True)
+            for v in range(NV):
+                c_ptrs.append(builder.bitcast(builder.gep(row, [const(v * W)], inbounds=True), vptr))
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in c_ptrs]
+        i8p = ir.IntType(8).as_pointer()
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
+        want = builder.and_(builder.not_(firstv), builder.icmp_signed(">=", pf_offv, const(0)))
+        with builder.if_then(want):
+            pf_base = builder.gep(cdata, [pf_offv])
+            for i in range(MR):
+                row = builder.gep(pf_base, [builder.mul(ldcv, const(i))])
+                for v in range(NV):  # one 64-byte line per vector
+                    line = builder.bitcast(builder.gep(row, [const(v * W)]), i8p)
+                    builder.call(prefetch, [line, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        with builder.if_then(builder.not_(firstv)):  # C is read only when a pass continues a sum
+            for acc, ptr in zip(accs, c_ptrs):
+                builder.store(builder.load(ptr, align=size), acc)
+        suffix = f"v{W}f{8 * size}"
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vtype, [vtype] * 3),
+                                             f"llvm.fma.{suffix}")
+        splat_mask = ir.Constant(ir.VectorType(i32, W), [0] * W)
+        undef = ir.Constant(vtype, ir.Undefined)
+        with cgutils.for_range(builder, kcv) as loop:
+            p = loop.index
+            b_row = builder.gep(b_base, [builder.mul(p, const(NR))], inbounds=True)
+            bs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * W)], inbounds=True), vptr),
+                               align=size) for v in range(NV)]
+            a_row = builder.gep(a_base, [builder.mul(p, const(MR))], inbounds=True)
+            for i in range(MR):
+                a = builder.load(builder.gep(a_row, [const(i)], inbounds=True), align=size)
+                splat = builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(i32, 0)), undef,
+                                               splat_mask)
+                for v in range(NV):
+                    acc = accs[i * NV + v]
+                    builder.store(builder.call(fma, [splat, bs[v], builder.load(acc)]), acc)
+        for acc, ptr in zip(accs, c_ptrs):
+            builder.store(builder.load(acc), ptr, align=size)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# ---------------------------------------------------------------------------
+# Packing and the work of one slot
+# ---------------------------------------------------------------------------
+
+_HELPER_FLAGS = dict(JIT_FLAGS, error_model="numpy")
+
+
+@njit(inline="always", **_HELPER_FLAGS)
+def _pack(ws, off, X, lanes_in_rows, l0, count, p0, kc, width):
+    r"""Pack ``count`` lanes x kc terms of X into panels of ``width`` lanes.
+
+    ws[off + q*kc + p*width + l] = X(p0 + p, l0 + q + l) for q = 0, width, 2 width, ...,
+    where X(p, l) is X[l, p] when ``lanes_in_rows`` else X[p, l]; lanes past
+    ``count`` are zero.  A is packed with lanes = rows of C (width MR),
+    B with lanes = columns of C (width NR).  Inlined where ``width`` is a
+    compile-time constant, so whole panels copy without a test per element;
+    unsigned indices skip Numba's negative-index wraparound.
+    """
+    zero = ws.dtype.type(0)
+    for q in range(0, count, width):
+        base = off + q * kc
+        w = min(width, count - q)
+        if w == width:
+            if lanes_in_rows:
+                for p in range(kc):
+                    for lane in range(width):
+                        ws[np.uintp(base + p * width + lane)] = X[np.uintp(l0 + q + lane), np.uintp(p0 + p)]
+            else:
+                for p in range(kc):
+                    for lane in range(width):
+                        ws[np.uintp(base + p * width + lane)] = X[np.uintp(p0 + p), np.uintp(l0 + q + lane)]
+        else:
+            for p in range(kc):
+                for lane in range(width):
+                    if lane >= w:
+                        ws[base + p * width + lane] = zero
+                    elif lanes_in_rows:
+                        ws[base + p * width + lane] = X[l0 + q + lane, p0 + p]
+                    else:
+                        ws[base + p * width + lane] = X[p0 + p, l0 + q + lane]
+
+
+@njit(**_HELPER_FLAGS)
+def _run_slot(C, A, a_trans, B, b_trans, P, ws, swap, slot, n_slots, units_r, units_c, per_slot):
+    r"""Every unit u = slot, slot + n_slots, ... of the units_r x units_c grid of C, with slot ``slot`` of ws.
+
+    With ``swap`` the blocks are those of Cᵀ = Bᵀ·Aᵀ (rows of the register tile
+    = columns of C): for a C only a few columns wide, which would fill few of
+    the NR lanes.  Its tiles go through the scratch tile, transposed.  The sums
+    are the same (fma(b, a, s) = fma(a, b, s)).
+    """
+    MR, NR, KC, MC, NB = _blocking(ws)
+    M, N = C.shape
+    if swap:
+        M, N = N, M
+    a_len, b_len, _ = _slot_parts_compiled(M, N, P, MR, NR, KC, MC, NB)
+    a_off = slot * per_slot
+    b_off = a_off + a_len
+    t_off = b_off + b_len
+    n = C.shape[1]
+    row_panels = -(-M // MR)
+    col_panels = -(-N // NR)
+    n_passes = -(-P // KC)
+    for u in range(slot, units_r * units_c, n_slots):
+        ur, uc = u // units_c, u % units_c
+        r_lo = min(M, (ur * row_panels // units_r) * MR)
+        r_hi = min(M, ((ur + 1) * row_panels // units_r) * MR)
+        c_lo = min(N, (uc * col_panels // units_c) * NR)
+        c_hi = min(N, ((uc + 1) * col_panels // units_c) * NR)
+        for ic in range(r_lo, r_hi, MC):
+            rows = min(MC, r_hi - ic)
+            for k_pass in range(n_passes):  # passes of equal length (<= KC terms), not KC + a short rest
+                pc = k_pass * P // n_passes
+                kc = (k_pass + 1) * P // n_passes - pc
+                first = k_pass == 0
+                if swap:
+                    _pack(ws, a_off, B, b_trans, ic, rows, pc, kc, MR)
+                else:
+                    _pack(ws, a_off, A, not a_trans, ic, rows, pc, kc, MR)
+                for jc in range(c_lo, c_hi, NB):
+                    cols = min(NB, c_hi - jc)
+                    if swap:
+                        _pack(ws, b_off, A, not a_trans, jc, cols, pc, kc, NR)
+                    else:
+                        _pack(ws, b_off, B, b_trans, jc, cols, pc, kc, NR)
+                    for ti in range(0, rows, MR):
+                        mv = min(MR, rows - ti)
+                        for tj in range(0, cols, NR):
+                            nv = min(NR, cols - tj)
+                            if mv == MR and nv == NR and not swap:
+                                if tj + NR < cols:  # where the next tile of C starts, to prefetch it
+                                    pf = (ic + ti) * n + jc + tj + NR
+                                elif ti + MR < rows:
+                                    pf = (ic + ti + MR) * n + jc
+                                else:
+                                    pf = -1
+                                _micro_kernel(ws, a_off + ti * kc, b_off + tj * kc,
+                                              C, (ic + ti) * n + jc + tj, n, kc, first, pf)
+                                continue
+                            # through the scratch tile: a tile cut by the edge of C, or a tile of Cᵀ
+                            r, c = ic + ti, jc + tj
+                            if not first:
+                                for i in range(mv):
+                                    for j in range(nv):
+                                        ws[t_off + i * NR + j] = C[c + j, r + i] if swap else C[r + i, c + j]
+                            _micro_kernel(ws, a_off + ti * kc, b_off + tj * kc, ws, t_off, NR, kc, first, -1)
+                            for i in range(mv):
+                                for j in range(nv):
+                                    if swap:
+                                        C[c + j, r + i] = ws[t_off + i * NR + j]
+                                    else:
+                                        C[r + i, c + j] = ws[t_off + i * NR + j]
+
+
+@njit(**_HELPER_FLAGS)
+def _plan(C, P, ws):
+    """(packed?, swap?, n_slots, units_r, units_c, per_slot) for C = (...) with P terms and workspace ws.
+
+    Swap (compute Cᵀ, see :func:`_run_slot`) when C is narrower than NR and its
+    n columns, as rows of Cᵀ, fill a larger share of the MR·ceil(n/MR) tile rows
+    than of the NR lanes.
+    """
+    MR, NR, KC, MC, NB = _blocking(ws)
+    m, n = C.shape
+    isz = C.itemsize
+    contiguous = C.strides[1] == isz and (m <= 1 or C.strides[0] == n * isz)
+    if m * n * P < SMALL_WORK or not contiguous:
+        return False, False, 0, 0, 0, 0
+    swap = n < NR and m >= NR and -(-n // MR) * MR < NR  # n columns use n of NR lanes, or n of MR ceil(n/MR) rows
+    M, N = (n, m) if swap else (m, n)
+    a_len, b_len, t_len = _slot_parts_compiled(M, N, P, MR, NR, KC, MC, NB)
+    per_slot = a_len + b_len + t_len
+    capacity = ws.shape[0] // per_slot
+    if capacity < 1:
+        raise ValueError("products: ws is shorter than products.workspace_size(m, n, p)")
+    threads = _num_threads()
+    units_c = min(threads, -(-N // NR))
+    units_r = min(-(-threads // units_c), -(-M // MR))
+    n_slots = min(threads, capacity, units_r * units_c)
+    return True, swap, n_slots, units_r, units_c, per_slot
+
+
+@njit(**_HELPER_FLAGS)
+def _check(m, n, P, a_rows, a_cols, b_rows, b_cols):
+    """Raise unless C (m x n) = A (a_rows x a_cols) times B (b_rows x b_cols) as read, with P terms."""
+    if a_rows != m or b_cols != n or a_cols != P or b_rows != P:
+        raise ValueError("products: shapes of C, A, B do not match")
+
+
+# ---------------------------------------------------------------------------
+# The three products
+# ---------------------------------------------------------------------------
 
 
 def _matmul_nn(C, A, B, ws):
-    r"""C_rc = Σ_p A_rp B_pc  (C = A @ B); C: (m, n), A: (m, P), B: (P, n).  prange over rows r of C."""
+    r"""C_rc = Σ_p A_rp B_pc  (C = A @ B); C: (m, n), A: (m, P), B: (P, n)."""
     m, n = C.shape
     P = A.shape[1]
+    _check(m, n, P, A.shape[0], A.shape[1], B.shape[0], B.shape[1])
+    packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
+    if packed:
+        for s in prange(n_slots):
+            _run_slot(C, A, False, B, False, P, ws, swap, s, n_slots, units_r, units_c, per_slot)
+        return
     for r in prange(m):
         for c in range(n):
             C[r, c] = 0.0
@@ -55,9 +425,15 @@ def _matmul_nn(C, A, B, ws):
 
 
 def _matmul_tn(C, A, B, ws):
-    r"""C_rc = Σ_p A_pr B_pc  (C = Aᵀ @ B); C: (m, n), A: (P, m), B: (P, n).  prange over rows r of C."""
+    r"""C_rc = Σ_p A_pr B_pc  (C = Aᵀ @ B); C: (m, n), A: (P, m), B: (P, n)."""
     m, n = C.shape
     P = A.shape[0]
+    _check(m, n, P, A.shape[1], A.shape[0], B.shape[0], B.shape[1])
+    packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
+    if packed:
+        for s in prange(n_slots):
+            _run_slot(C, A, True, B, False, P, ws, swap, s, n_slots, units_r, units_c, per_slot)
+        return
     for r in prange(m):
         for c in range(n):
             C[r, c] = 0.0
@@ -68,9 +444,15 @@ def _matmul_tn(C, A, B, ws):
 
 
 def _matmul_nt(C, A, B, ws):
-    r"""C_rc = Σ_p A_rp B_cp  (C = A @ Bᵀ); C: (m, n), A: (m, P), B: (n, P).  prange over rows r of C."""
+    r"""C_rc = Σ_p A_rp B_cp  (C = A @ Bᵀ); C: (m, n), A: (m, P), B: (n, P)."""
     m, n = C.shape
     P = A.shape[1]
+    _check(m, n, P, A.shape[0], A.shape[1], B.shape[1], B.shape[0])
+    packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
+    if packed:
+        for s in prange(n_slots):
+            _run_slot(C, A, False, B, True, P, ws, swap, s, n_slots, units_r, units_c, per_slot)
+        return
     for r in prange(m):
         for c in range(n):
             acc = 0.0
@@ -83,4 +465,10 @@ matmul_nn = compile_twice(_matmul_nn, JIT_FLAGS)
 matmul_tn = compile_twice(_matmul_tn, JIT_FLAGS)
 matmul_nt = compile_twice(_matmul_nt, JIT_FLAGS)
 
-__all__ = ["matmul_nn", "matmul_nt", "matmul_tn", "workspace", "workspace_size"]
+#: The serial twins under their own names, for compiled code (which cannot read ``matmul_nn.serial``).
+matmul_nn_serial = matmul_nn.serial
+matmul_tn_serial = matmul_tn.serial
+matmul_nt_serial = matmul_nt.serial
+
+__all__ = ["BLOCKING", "SMALL_WORK", "VECTOR_BYTES", "matmul_nn", "matmul_nn_serial", "matmul_nt", "matmul_nt_serial",
+           "matmul_tn", "matmul_tn_serial", "workspace", "workspace_size"]

@@ -2,9 +2,11 @@
 
 The lead's suite (tests/test_core_kernels.py) already runs every engine in
 ``nbmlp.ENGINES`` -- "tuned" included -- over edge shapes; here the tuned tier's
-own code paths are aimed at: shapes that cross its 8 x 8 register tile, its
-64 x 256 output tiles and its 4096-element chunks, narrow layers (dL/dW computed
-transposed), serial and parallel compilations, and the vectorized exp.
+own code paths are aimed at: shapes that cross the products' blocks (the 8-row
+register tile, the 24 / 48-column tile, KC = 256 terms; nbmlp.products, tested
+on its own in tests/test_products.py), narrow outputs (computed as Cᵀ), the
+plain loops below products.SMALL_WORK, its 4096-element chunks, serial and
+parallel compilations, and the vectorized exp.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from nbmlp.engines import KERNEL_NAMES, get_engine
 #: the result is a normal float: a few ulp (it is about 1 ulp, measured).
 EXP_REL_TOL = 4 * np.finfo(np.float64).eps
 
-#: (n, d_in, d_out): across the 8-row / 8-term register tile (7, 8, 9, 17), across
-#: the 64-row and 256-column output tiles (65, 257), narrow outputs (d_out < 16,
-#: so dL/dW is computed transposed), width-1 layers and n = 1.
+#: (n, d_in, d_out): below products.SMALL_WORK multiply-adds (plain loops: 1x1x1, 7x8x9, ...);
+#: packed, across the 8-row tile and the 24 / 48-column tile (65, 257, 49), more than KC = 256
+#: terms (d_in = 300, n = 300), narrow outputs (d_out = 3, 10: computed as Cᵀ), width-1 layers, n = 1.
 TILE_SHAPES = [(1, 1, 1), (1, 9, 17), (7, 8, 9), (9, 17, 8), (65, 9, 257), (70, 300, 3), (16, 1, 40),
-               (3, 33, 1), (129, 16, 16), (8, 8, 8)]
+               (3, 33, 1), (129, 16, 16), (8, 8, 8), (300, 49, 10), (1, 300, 49)]
 
 
 @pytest.fixture(params=["serial", "parallel"])

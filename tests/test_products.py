@@ -1,0 +1,202 @@
+"""nbmlp.products: the three packed, register-blocked products against NumPy, and against themselves.
+
+Shapes aim at the blocking (:data:`nbmlp.products.BLOCKING`): the MR = 8 row
+tile, the NR = 24 (float64) / 48 (float32) column tile, KC = 256 terms per
+pass, NB = 480 / 960 packed columns and MC = 1024 packed rows, plus 1 x 1 x 1,
+n = 1, width 1 and the plain loops below SMALL_WORK.  The reference is the
+float64 product of the same operands; the error of each entry is held to a
+tolerance relative to Σ_p |a_rp b_pc| (the magnitude of its sum's terms).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import DTYPES
+from numba import njit
+
+from nbmlp import products
+
+#: Per-entry error bound relative to Σ|terms|: float64 sums of up to ~1000 terms
+#: err by at most ~p·eps (1e-13); float32 ones by ~p·eps32 in the worst case.
+TOL = {np.dtype("float64"): 1e-12, np.dtype("float32"): 1e-5}
+
+#: (m, n, p): C is m x n, each entry a sum of p terms.
+SHAPES = [
+    (1, 1, 1), (1, 7, 5), (7, 1, 5), (5, 7, 1),          # plain loops (below SMALL_WORK), width 1
+    (1, 300, 40), (300, 1, 40), (40, 300, 1),            # packed: one row, one column, one term
+    (8, 24, 64), (8, 48, 64),                            # exactly one register tile
+    (9, 25, 257), (17, 49, 513), (15, 23, 255),          # one past / one short of every tile and KC
+    (33, 500, 70), (21, 1000, 30),                       # more than NB packed columns
+    (1030, 20, 20),                                      # more than MC packed rows
+    (64, 10, 300), (10, 64, 300),                        # the narrow output layer of 784-1024-10
+]
+
+NAMES = ("nn", "tn", "nt")
+
+
+def operands(rng, kind, m, n, p, dtype):
+    """A, B laid out as ``matmul_<kind>`` reads them, and the float64 reference C with Σ|terms|."""
+    a = rng.standard_normal((m, p))
+    b = rng.standard_normal((p, n))
+    ref, mag = a @ b, np.abs(a) @ np.abs(b)
+    A = a.T if kind == "tn" else a
+    B = b.T if kind == "nt" else b
+    return np.ascontiguousarray(A, dtype), np.ascontiguousarray(B, dtype), ref, mag
+
+
+def check(C, ref, mag, dtype, what):
+    tol = TOL[np.dtype(dtype)]
+    err = np.abs(C.astype(np.float64) - ref)
+    bound = tol * mag + np.finfo(np.float64).tiny
+    bad = err > bound
+    assert not bad.any(), f"{what}: {bad.sum()} entries off, worst {np.max(err / (mag + 1e-300)):.3g} relative"
+
+
+def product(kind):
+    return getattr(products, f"matmul_{kind}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("kind", NAMES)
+def test_matches_numpy_serial_and_parallel_bit_identical(kind, dtype, rng):
+    f = product(kind)
+    for m, n, p in SHAPES:
+        A, B, ref, mag = operands(rng, kind, m, n, p, dtype)
+        ws = products.workspace(m, n, p, dtype)
+        C = np.full((m, n), np.nan, dtype)
+        f(C, A, B, ws)
+        check(C, ref, mag, dtype, f"matmul_{kind} {m}x{n}x{p} {np.dtype(dtype).name}")
+        C_serial = np.full((m, n), np.nan, dtype)
+        f.serial(C_serial, A, B, ws)
+        assert np.array_equal(C, C_serial), (kind, m, n, p)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+def test_three_products_sum_in_the_same_order(dtype, rng):
+    """Packed path: C_rc = fma chain over p ascending, whatever the operands' layout, so all three agree bit for bit."""
+    for m, n, p in [(9, 25, 257), (33, 500, 70), (64, 10, 300)]:
+        assert m * n * p >= products.SMALL_WORK
+        a = rng.standard_normal((m, p)).astype(dtype)
+        b = rng.standard_normal((p, n)).astype(dtype)
+        ws = products.workspace(m, n, p, dtype)
+        out = {}
+        for kind in NAMES:
+            A = np.ascontiguousarray(a.T) if kind == "tn" else a
+            B = np.ascontiguousarray(b.T) if kind == "nt" else b
+            out[kind] = np.empty((m, n), dtype)
+            product(kind)(out[kind], A, B, ws)
+        assert np.array_equal(out["nn"], out["tn"]) and np.array_equal(out["nn"], out["nt"])
+
+
+@njit
+def _layer_products(z, dW, dh, h, W, dz, ws):
+    products.matmul_nn(z, h, W, ws)
+    products.matmul_tn(dW, h, dz, ws)
+    products.matmul_nt_serial(dh, dz, W, ws)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+def test_callable_from_compiled_code(dtype, rng):
+    n, d_in, d_out = 70, 33, 50
+    h = rng.standard_normal((n, d_in)).astype(dtype)
+    W = rng.standard_normal((d_in, d_out)).astype(dtype)
+    dz = rng.standard_normal((n, d_out)).astype(dtype)
+    z, dW, dh = np.empty((n, d_out), dtype), np.empty((d_in, d_out), dtype), np.empty((n, d_in), dtype)
+    ws = products.workspace(max(n, d_in), max(d_out, d_in), max(n, d_in, d_out), dtype)
+    _layer_products(z, dW, dh, h, W, dz, ws)
+    h64, W64, dz64 = h.astype(np.float64), W.astype(np.float64), dz.astype(np.float64)
+    check(z, h64 @ W64, np.abs(h64) @ np.abs(W64), dtype, "z")
+    check(dW, h64.T @ dz64, np.abs(h64).T @ np.abs(dz64), dtype, "dW")
+    check(dh, dz64 @ W64.T, np.abs(dz64) @ np.abs(W64).T, dtype, "dh")
+
+
+def test_strided_operands_are_read_through_the_packing(rng):
+    big_a = rng.standard_normal((40, 600))
+    big_b = rng.standard_normal((300, 90))
+    A, B = big_a[::2, ::2], big_b[:, ::3]  # (20, 300), (300, 30): neither C-contiguous
+    C = np.empty((20, 30))
+    products.matmul_nn(C, A, B, products.workspace(20, 30, 300, np.float64))
+    check(C, A @ B, np.abs(A) @ np.abs(B), np.float64, "strided operands")
+
+
+def test_writes_only_inside_c(rng):
+    """C a block of rows inside a larger array (C-contiguous): the edge tiles touch nothing around it."""
+    outer = np.full((12, 50), 7.0)
+    C = outer[3:10]
+    A, B = rng.standard_normal((7, 260)), rng.standard_normal((260, 50))
+    products.matmul_nn(C, A, B, products.workspace(7, 50, 260, np.float64))
+    check(C, A @ B, np.abs(A) @ np.abs(B), np.float64, "C inside a larger array")
+    assert np.all(outer[:3] == 7.0) and np.all(outer[10:] == 7.0)
+
+
+def test_non_contiguous_c_uses_the_plain_loops(rng):
+    outer = np.zeros((30, 80))
+    C = outer[:, ::2]
+    A, B = rng.standard_normal((30, 100)), rng.standard_normal((100, 40))
+    products.matmul_nn(C, A, B, products.workspace(30, 40, 100, np.float64))
+    check(C, A @ B, np.abs(A) @ np.abs(B), np.float64, "strided C")
+    assert np.all(outer[:, 1::2] == 0.0)
+
+
+def test_empty_sum_gives_zeros_and_nan_propagates():
+    ws = products.workspace(5, 6, 0, np.float64)
+    C = np.full((5, 6), np.nan)
+    products.matmul_nn(C, np.empty((5, 0)), np.empty((0, 6)), ws)
+    assert np.all(C == 0.0)
+    A, B = np.ones((40, 300)), np.ones((300, 30))
+    A[3, 200] = np.nan
+    C = np.empty((40, 30))
+    products.matmul_nn(C, A, B, products.workspace(40, 30, 300, np.float64))
+    assert np.all(np.isnan(C[3])) and not np.isnan(np.delete(C, 3, axis=0)).any()
+
+
+def test_workspace_is_aligned_and_checked():
+    ws = products.workspace(100, 200, 300, np.float32)
+    assert ws.dtype == np.float32 and ws.ctypes.data % products.VECTOR_BYTES == 0
+    assert ws.shape[0] >= products.workspace_size(100, 200, 300)
+    with pytest.raises(ValueError, match="ws is shorter"):
+        products.matmul_nn(np.empty((100, 200)), np.ones((100, 300)), np.ones((300, 200)), np.empty(10))
+    with pytest.raises(ValueError, match="shapes"):
+        products.matmul_nn(np.empty((100, 200)), np.ones((100, 300)), np.ones((299, 200)), ws.astype(np.float64))
+    with pytest.raises(ValueError, match="non-negative integer"):
+        products.workspace_size(-1, 2, 3)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        products.workspace(1, 2, 3, np.int64)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, numba
+    from nbmlp import products
+    rng = np.random.default_rng(5)
+    out = {"threads": numba.get_num_threads()}
+    for dtype in (np.float64, np.float32):
+        for m, n, p in [(70, 530, 300), (1030, 10, 40), (17, 49, 513)]:
+            a = rng.standard_normal((m, p)).astype(dtype)
+            b = rng.standard_normal((p, n)).astype(dtype)
+            ws = products.workspace(m, n, p, dtype)
+            aT, bT = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)
+            for kind, A, B in (("nn", a, b), ("tn", aT, b), ("nt", a, bT)):
+                C = np.empty((m, n), dtype)
+                getattr(products, "matmul_" + kind)(C, A, B, ws)
+                out[f"{kind}_{m}_{n}_{p}_{np.dtype(dtype).name}"] = C
+    np.savez(sys.argv[1], **out)
+""")
+
+
+def test_bit_identical_with_numba_num_threads_1_and_2(tmp_path):
+    results = {}
+    for threads in (1, 2):
+        out = tmp_path / f"threads{threads}.npz"
+        env = {**os.environ, "NUMBA_NUM_THREADS": str(threads)}
+        subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env, check=True, timeout=900)
+        results[threads] = np.load(out)
+    assert int(results[1]["threads"]) == 1 and int(results[2]["threads"]) == 2
+    for key in results[1].files:
+        if key != "threads":
+            assert np.array_equal(results[1][key], results[2][key]), key
