@@ -1,7 +1,8 @@
 """Time nbmlp against NumPy, PyTorch and JAX: ``python bench/compare.py [options]``.
 
 The same as ``python -m nbmlp bench``; the implementation is nbmlp/benchmark.py.
-Writes bench/results/latest.{json,md,png}.  ``--help`` lists the options.
+Writes bench/out/latest.{json,md,png} (git-ignored; ``--out DIR`` elsewhere).  ``--help`` lists the options
+and the sections (nbmlp.benchmark.SECTIONS).
 """
 
 from __future__ import annotations

@@ -12,11 +12,14 @@ What is timed, for every implementation on the same network, data and dtype:
   cache, and again in a second fresh process that loads the on-disk cache;
 * **the main job**: ``python -m nbmlp`` (cached) against ``python -c "import nbmlp"``.
 
+Each of these is a :class:`Section` of the table :data:`SECTIONS` (``--only`` / ``--skip`` choose;
+``--quick`` runs the quick ones on small sizes); a target is judged by :func:`verdict` from the
+spread of the repeats, never from medians alone.
+
 Implementations:
 
-* ``fused``          -- :func:`nbmlp.fused.fit_full_batch`, what ``MLP.fit`` runs
-  for full-batch SGD (a compiled epoch loop for small nets, the tuned kernels
-  for large ones);
+* ``fit``            -- ``MLP.fit(X, T, epochs, lr)`` itself: what a user runs for
+  full-batch SGD, through the public API only;
 * ``tuned``          -- the tuned loop tier, one kernel call per formula;
 * ``loops``, ``loops-serial``, ``loops-parallel`` -- the literal loop tier;
 * ``numpy``          -- the vectorized NumPy reference (its products call BLAS);
@@ -49,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -193,12 +197,12 @@ def _runner_engine(engine, sizes, X, T, lr, dtype):
     return run
 
 
-def _runner_fused(sizes, X, T, lr, dtype):
-    from . import fused
+def _runner_fit(sizes, X, T, lr, dtype):
+    """``MLP.fit`` itself, full-batch plain SGD: what a user's ``net.fit(X, T, epochs, lr)`` runs."""
     from .network import MLP
 
     net = MLP(sizes, seed=0, dtype=dtype)
-    return lambda epochs: fused.fit_full_batch(net, X, T, epochs, lr)
+    return lambda epochs: net.fit(X, T, epochs=epochs, lr=lr)
 
 
 def _runner_torch(sizes, X, T, lr, dtype):
@@ -266,7 +270,7 @@ def _optional(name) -> bool:
 
 
 def implementations(sizes, X, T, lr, dtype, *, torch=True, jax=True, engines=KERNEL_ENGINES):
-    runners = {"fused": _runner_fused(sizes, X, T, lr, dtype)}
+    runners = {"fit": _runner_fit(sizes, X, T, lr, dtype)}
     for engine in engines:
         runners[engine] = _runner_engine(engine, sizes, X, T, lr, dtype)
     if torch and _optional("torch"):
@@ -347,11 +351,21 @@ def kernel_times(engine, sizes, X, T, lr, dtype, epochs) -> dict:
     return {k: statistics.median(d[k] for d in per_epoch) for k in per_epoch[0]}
 
 
-def sweep(repeats, dtype="float64") -> list:
-    """Epoch time per n on SWEEP_SIZES: literal serial/parallel, tuned forced serial/parallel, fused paths, NumPy."""
-    from . import fused, parallel
-    from .network import MLP
+def _forced(run, mode):
+    """``run`` with every kernel call serial or parallel (``parallel.set_mode``), then the policy as it was."""
+    from . import parallel
 
+    def go(epochs):
+        previous = parallel.set_mode(mode)
+        try:
+            return run(epochs)
+        finally:
+            parallel.set_mode(previous)
+    return go
+
+
+def sweep(repeats, dtype="float64") -> list:
+    """Epoch time per n on SWEEP_SIZES: literal serial/parallel, tuned forced serial/parallel, MLP.fit, NumPy."""
     rows = []
     for n in SWEEP_N:
         X, T, lr = make_problem(SWEEP_SIZES, n, dtype)
@@ -360,24 +374,9 @@ def sweep(repeats, dtype="float64") -> list:
         tuned_serial = _runner_engine("tuned", SWEEP_SIZES, X, T, lr, dtype)
         tuned_parallel = _runner_engine("tuned", SWEEP_SIZES, X, T, lr, dtype)
 
-        def forced(run, threshold):
-            def go(epochs):
-                saved = parallel.PARALLEL_MIN_WORK
-                parallel.PARALLEL_MIN_WORK = threshold
-                try:
-                    run(epochs)
-                finally:
-                    parallel.PARALLEL_MIN_WORK = saved
-            return go
-
-        runners["tuned serial"] = forced(tuned_serial, 1 << 62)
-        runners["tuned parallel"] = forced(tuned_parallel, 0)
-        net_a = MLP(SWEEP_SIZES, seed=0, dtype=dtype)
-        net_b = MLP(SWEEP_SIZES, seed=0, dtype=dtype)
-        runners["fused compiled loop"] = lambda e, net=net_a, X=X, T=T, lr=lr: fused.fit_small(net, X, T, e, lr,
-                                                                                               None)
-        runners["fused kernel loop"] = lambda e, net=net_b, X=X, T=T, lr=lr: fused.fit_kernels(net, X, T, e, lr,
-                                                                                               None)
+        runners["tuned serial"] = _forced(tuned_serial, "serial")
+        runners["tuned parallel"] = _forced(tuned_parallel, "parallel")
+        runners["MLP.fit"] = _runner_fit(SWEEP_SIZES, X, T, lr, dtype)
         plan = time_round_robin(runners, repeats)
         for name, p in plan.items():
             rows.append({"sizes": list(SWEEP_SIZES), "n": n, "dtype": dtype, "impl": name,
@@ -395,13 +394,12 @@ import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
 import nbmlp
-from nbmlp import fused
 from nbmlp.benchmark import make_problem, engine_epoch
 t_import = time.perf_counter() - t0
 out = {"import_s": t_import}
 X, T, lr = make_problem((4, 5, 3), 150, "float64")
-t = time.perf_counter(); fused.fit_full_batch(nbmlp.MLP((4, 5, 3), seed=0), X, T, 1, lr)
-out["fused 4-5-3"] = time.perf_counter() - t
+t = time.perf_counter(); nbmlp.MLP((4, 5, 3), seed=0).fit(X, T, epochs=1, lr=lr)
+out["MLP.fit 4-5-3"] = time.perf_counter() - t
 for engine in ("loops", "tuned"):
     X, T, lr = make_problem((64, 128, 10), 2048, "float64")
     net = nbmlp.MLP((64, 128, 10), seed=0, engine=engine)
@@ -448,14 +446,15 @@ def main_job_overhead(repeats=3) -> dict:
         jobs.append(wall(job))
         imports.append(wall(imp))
     return {"main_job_s": statistics.median(jobs), "import_s": statistics.median(imports),
-            "overhead_s": statistics.median(jobs) - statistics.median(imports), "repeats": repeats}
+            "overhead_s": statistics.median(jobs) - statistics.median(imports), "repeats": repeats,
+            "main_job_times_s": jobs, "import_times_s": imports}
 
 
 # ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
 
-ORDER = ("fused", "tuned", "loops", "loops-serial", "loops-parallel", "numpy", "torch", "jax")
+ORDER = ("fit", "tuned", "loops", "loops-serial", "loops-parallel", "numpy", "torch", "jax")
 
 
 def _fmt_time(s: float) -> str:
@@ -482,7 +481,7 @@ def headline_table(rows) -> str:
         key = (tuple(r["sizes"]), r["n"], r["dtype"])
         if key not in cases:
             cases.append(key)
-    impls = [i for i in ("fused", "tuned", "loops", "numpy", "torch", "jax") if any(r["impl"] == i for r in rows)]
+    impls = [i for i in ("fit", "tuned", "loops", "numpy", "torch", "jax") if any(r["impl"] == i for r in rows)]
     lines = ["| network, n | dtype | " + " | ".join(impls) + " |", "|---|---|" + "---:|" * len(impls)]
     for sizes, n, dtype in cases:
         cells = []
@@ -524,33 +523,62 @@ def sweep_table(srows) -> str:
     return "\n".join(lines)
 
 
+def verdict(low: float, high: float, target: float, *, at_least: bool = True) -> str:
+    """"met", "not met" or "unclear" for a figure whose repeats span [low, high] and a target.
+
+    ``at_least``: the figure must be >= target (a speed ratio), else <= target (a time).  "met" only
+    when the whole spread clears the target, "not met" when none of it does; otherwise the noise
+    decides and the answer is "unclear".  Every target of the benchmark is judged here.
+    """
+    if at_least:
+        return "met" if low >= target else "not met" if high < target else "unclear"
+    return "met" if high <= target else "not met" if low > target else "unclear"
+
+
+def ratio_spread(mine_times, their_times) -> tuple:
+    """(lowest, median, highest) of their time / my time over the repeats: the speed ratio and its spread."""
+    return (min(their_times) / max(mine_times), statistics.median(their_times) / statistics.median(mine_times),
+            max(their_times) / min(mine_times))
+
+
+#: (sizes, n, competitor, needed speed ratio) of the full-batch epoch targets, nbmlp's MLP.fit against them.
+EPOCH_TARGETS = (((4, 5, 3), 150, "numpy", 10.0), ((4, 5, 3), 150, "torch", 30.0),
+                 ((64, 128, 10), 256, "numpy", 1.0), ((784, 1024, 10), 1024, "numpy", 0.5))
+#: python -m nbmlp (cached) minus python -c "import nbmlp", seconds.
+MAIN_JOB_TARGET_S = 1.5
+
+
 def evaluate_targets(rows, main_job) -> list:
-    def get(sizes, n, dtype, impl):
+    def times(sizes, n, dtype, impl):
         m = [r for r in rows if tuple(r["sizes"]) == sizes and r["n"] == n and r["dtype"] == dtype
              and r["impl"] == impl]
-        return m[0]["median_s"] if m else None
+        return m[0]["times_s"] if m else None
 
     targets = []
     for dtype in DTYPES:
-        for (sizes, n, other, need) in (((4, 5, 3), 150, "numpy", 10.0), ((4, 5, 3), 150, "torch", 30.0),
-                                        ((64, 128, 10), 256, "numpy", 1.0), ((784, 1024, 10), 1024, "numpy", 0.5)):
-            mine, theirs = get(sizes, n, dtype, "fused"), get(sizes, n, dtype, other)
+        for sizes, n, other, need in EPOCH_TARGETS:
+            mine, theirs = times(sizes, n, dtype, "fit"), times(sizes, n, dtype, other)
             if mine is None or theirs is None:
                 continue
-            ratio = theirs / mine
+            low, mid, high = ratio_spread(mine, theirs)
             targets.append({"case": f"{'-'.join(map(str, sizes))}, n={n}, {dtype}",
-                            "target": f"nbmlp (fused) ≥ {need:g}× {other}", "achieved": f"{ratio:.2f}×",
-                            "met": ratio >= need})
+                            "target": f"nbmlp (MLP.fit) ≥ {need:g}× {other}",
+                            "achieved": f"{mid:.2f}× ({low:.2f}–{high:.2f})", "verdict": verdict(low, high, need)})
     if main_job:
-        targets.append({"case": "python -m nbmlp (cached) minus python -c 'import nbmlp'", "target": "≤ 1.5 s",
-                        "achieved": f"{main_job['overhead_s']:.2f} s", "met": main_job["overhead_s"] <= 1.5})
+        jobs, imports = main_job["main_job_times_s"], main_job["import_times_s"]
+        low, high = min(jobs) - max(imports), max(jobs) - min(imports)
+        targets.append({"case": "python -m nbmlp (cached) minus python -c 'import nbmlp'",
+                        "target": f"≤ {MAIN_JOB_TARGET_S:g} s",
+                        "achieved": f"{main_job['overhead_s']:.2f} s ({low:.2f}–{high:.2f})",
+                        "verdict": verdict(low, high, MAIN_JOB_TARGET_S, at_least=False)})
     return targets
 
 
 def target_table(targets) -> str:
-    lines = ["| case | target | achieved | met |", "|---|---|---:|:---:|"]
+    lines = ["| case | target | achieved: median (spread of the repeats) | verdict |", "|---|---|---:|:---:|"]
     for t in targets:
-        lines.append(f"| {t['case']} | {t['target']} | {t['achieved']} | {'yes' if t['met'] else '**no**'} |")
+        mark = {"met": "met", "not met": "**not met**", "unclear": "unclear (repeats overlap the target)"}
+        lines.append(f"| {t['case']} | {t['target']} | {t['achieved']} | {mark[t['verdict']]} |")
     return "\n".join(lines)
 
 
@@ -619,8 +647,10 @@ def markdown_report(result) -> str:
         "BLAS GEMM rate in this run (1024x784 · 784x1024): "
         + ", ".join(f"{k} {v:.1f} GF/s" for k, v in result["gemm_gflops"].items()) + ".",
         "", "### Targets", "", target_table(result["targets"]),
-        "", "### Full-batch epoch (median; speed vs NumPy = NumPy time / time)", "", epoch_table(result["epochs"]),
     ]
+    if result.get("epochs"):
+        parts += ["", "### Full-batch epoch (median; speed vs NumPy = NumPy time / time)", "",
+                  epoch_table(result["epochs"])]
     if result.get("kernels"):
         parts += ["", "### Per kernel (median seconds per epoch, summed over layers)", "",
                   kernel_table(result["kernels"])]
@@ -637,6 +667,10 @@ def markdown_report(result) -> str:
         j = result["main_job"]
         parts += ["", f"Main job: `python -m nbmlp` {j['main_job_s']:.2f} s, `python -c \"import nbmlp\"` "
                   f"{j['import_s']:.2f} s: overhead {j['overhead_s']:.2f} s (medians of {j['repeats']})."]
+    for sec in SECTIONS:  # sections from bench/<topic>.py bring their own tables
+        figures = result.get(sec.name)
+        if isinstance(figures, dict) and "markdown" in figures:
+            parts += ["", f"### {sec.title}", "", figures["markdown"]]
     return "\n".join(parts) + "\n"
 
 
@@ -645,45 +679,41 @@ def markdown_report(result) -> str:
 # ---------------------------------------------------------------------------
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="python -m nbmlp bench",
-                                description="Time nbmlp's engines against NumPy, PyTorch and JAX "
-                                            "(see nbmlp/benchmark.py and bench/README.md).")
-    p.add_argument("--quick", action="store_true", help="small sizes, few repeats, no sweep/compile/main job")
-    p.add_argument("--repeats", type=int, default=9, help="timed repeats per implementation (default 9)")
-    p.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
-    p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--no-jax", action="store_true")
-    p.add_argument("--no-sweep", action="store_true")
-    p.add_argument("--no-kernels", action="store_true")
-    p.add_argument("--no-compile", action="store_true", help="skip the fresh-process compile/cache timings")
-    p.add_argument("--no-main-job", action="store_true")
-    p.add_argument("--out", default=None, help="directory for latest.json / latest.png / latest.md "
-                                                 "(default bench/results next to the package, else ./bench-results)")
-    return p
+@dataclass(frozen=True)
+class Section:
+    """One part of the benchmark: what it times, whether --quick runs it, and about how long it takes.
+
+    ``run(args, result)`` returns the section's JSON-able figures (stored as result[name]);
+    ``estimate_s(args)`` is the expected duration on the 2-core development machine, printed before
+    the run.  Sections from a bench/<topic>.py module are added with :func:`module_section`.
+    """
+
+    name: str
+    title: str
+    run: object
+    estimate_s: object
+    quick: bool = False
 
 
-def _default_out() -> Path:
-    repo_bench = Path(__file__).resolve().parent.parent / "bench"
-    return repo_bench / "results" if repo_bench.is_dir() else Path("bench-results")
+def _n_cases(args):
+    return len(QUICK_CASES if args.quick else CASES) * len(args.dtypes)
 
 
-def run(args, command: str) -> dict:
-    if args.no_jax is False and _optional("jax"):
+def _section_epochs(args, result):
+    if not (args.no_jax or args.quick) and _optional("jax"):
         import jax
 
         jax.config.update("jax_enable_x64", True)
     cases = QUICK_CASES if args.quick else CASES
-    repeats = 3 if args.quick else args.repeats
-    gemm = {dt: gemm_rate(dt) for dt in args.dtypes}
-    rows, krows = [], []
+    result["gemm_gflops"] = gemm = {dt: gemm_rate(dt, repeats=5 if args.quick else 15) for dt in args.dtypes}
+    rows = []
     for sizes, n in cases:
         for dtype in args.dtypes:
             X, T, lr = make_problem(sizes, n, dtype)
-            runners = implementations(sizes, X, T, lr, dtype, torch=not args.no_torch, jax=not args.no_jax)
-            print(f"timing {'-'.join(map(str, sizes))} n={n} {dtype}: {', '.join(runners)}", file=sys.stderr,
-                  flush=True)
-            plan = time_round_robin(runners, repeats)
+            runners = implementations(sizes, X, T, lr, dtype, torch=not args.no_torch,
+                                      jax=not (args.no_jax or args.quick))
+            _say(f"timing {'-'.join(map(str, sizes))} n={n} {dtype}: {', '.join(runners)}")
+            plan = time_round_robin(runners, args.repeats)
             flops = product_flops(sizes, n)
             base = plan["numpy"]["median_s"]
             for impl in [i for i in ORDER if i in plan]:
@@ -693,24 +723,121 @@ def run(args, command: str) -> dict:
                              "times_s": p["times"], "epochs_per_repeat": p["epochs_per_repeat"],
                              "first_call_s": p["first_call_s"], "speedup_vs_numpy": base / p["median_s"],
                              "gflops": gf, "pct_gemm": 100.0 * gf / gemm[dtype]})
-            if not args.no_kernels:
-                for engine in KERNEL_ENGINES:
-                    slow = engine.startswith("loops") and n * sizes[0] * sizes[1] > 10**7
-                    k = kernel_times(engine, sizes, X, T, lr, dtype, 2 if slow else repeats)
-                    krows.append({"sizes": list(sizes), "n": n, "dtype": dtype, "engine": engine, "kernels": k})
+    return rows
+
+
+def _section_kernels(args, result):
+    krows = []
+    for sizes, n in (QUICK_CASES if args.quick else CASES):
+        for dtype in args.dtypes:
+            X, T, lr = make_problem(sizes, n, dtype)
+            for engine in KERNEL_ENGINES:
+                slow = engine.startswith("loops") and n * sizes[0] * sizes[1] > 10**7
+                k = kernel_times(engine, sizes, X, T, lr, dtype, 2 if slow else args.repeats)
+                krows.append({"sizes": list(sizes), "n": n, "dtype": dtype, "engine": engine, "kernels": k})
+    return krows
+
+
+#: The sections, in order.  To add one, append a Section (or module_section("topic") for bench/topic.py).
+SECTIONS = [
+    Section("epochs", "full-batch epoch, every implementation", _section_epochs, quick=True,
+            estimate_s=lambda args: 4.0 + _n_cases(args) * (8 if args.quick else 20) * max(1, args.repeats) / 3),
+    Section("kernels", "per-kernel times", _section_kernels,
+            estimate_s=lambda args: _n_cases(args) * 6.0),
+    Section("sweep", "sweep over n (64-128-10)", lambda args, result: sweep(max(3, args.repeats // 2)),
+            estimate_s=lambda args: 90.0),
+    Section("compile", "compile and cache-load time in fresh processes", lambda args, result: compile_times(),
+            estimate_s=lambda args: 120.0),
+    Section("main_job", "python -m nbmlp against import nbmlp", lambda args, result: main_job_overhead(),
+            estimate_s=lambda args: 20.0),
+]
+
+
+def module_section(topic, title, *, quick=False, estimate_s=60.0) -> Section:
+    """A section run by bench/<topic>.py, which defines ``run(quick: bool, repeats: int) -> dict`` and
+    ``markdown(result: dict) -> str``; its targets, if any, are judged with :func:`verdict`."""
+    def run(args, result):
+        module = _bench_module(topic)
+        figures = module.run(quick=args.quick, repeats=args.repeats)
+        figures["markdown"] = module.markdown(figures)
+        return figures
+
+    return Section(topic, title, run, estimate_s=lambda args: estimate_s, quick=quick)
+
+
+def _bench_module(topic):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "bench" / f"{topic}.py"
+    spec = importlib.util.spec_from_file_location(f"nbmlp_bench_{topic}", path)
+    if spec is None or not path.is_file():
+        raise FileNotFoundError(f"no benchmark module {path} (it lives in a source checkout)")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _say(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def _sections(args):
+    chosen = [sec for sec in SECTIONS if (sec.quick or not args.quick)] if not args.only else \
+        [sec for sec in SECTIONS if sec.name in args.only]
+    return [sec for sec in chosen if sec.name not in (args.skip or [])]
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser():
+    names = ", ".join(sec.name for sec in SECTIONS)
+    p = argparse.ArgumentParser(prog="python -m nbmlp bench",
+                                description="Time nbmlp against NumPy, PyTorch and JAX (see nbmlp/benchmark.py "
+                                            f"and bench/README.md). Sections: {names}.")
+    p.add_argument("--quick", action="store_true",
+                   help="under a minute: the full-batch epoch section only, small sizes, float64, no JAX")
+    p.add_argument("--repeats", type=_positive_int, default=None,
+                   help="timed repeats per implementation (default: 9, --quick: 3)")
+    p.add_argument("--dtypes", nargs="+", default=None, choices=DTYPES,
+                   help="(default: float64 float32, --quick: float64)")
+    p.add_argument("--only", nargs="+", metavar="SECTION", help=f"run only these sections ({names})")
+    p.add_argument("--skip", nargs="+", metavar="SECTION", help="leave these sections out")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--no-jax", action="store_true", help="leave JAX out")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="directory for latest.json, latest.md and latest.png (default: bench/out/ in a source "
+                        "checkout, which git ignores; else a new temporary directory)")
+    return p
+
+
+def default_out() -> Path:
+    repo_bench = Path(__file__).resolve().parent.parent / "bench"
+    if repo_bench.is_dir():
+        return repo_bench / "out"
+    return Path(tempfile.mkdtemp(prefix="nbmlp-bench-"))
+
+
+def run(args, command: str) -> dict:
+    sections = _sections(args)
+    expected = sum(sec.estimate_s(args) for sec in sections)
+    _say(f"nbmlp bench: sections {', '.join(sec.name for sec in sections)}; expected duration about "
+         f"{expected / 60:.1f} min on a 2-core machine (Ctrl-C stops it)")
+    start = time.perf_counter()
     result = {"command": command, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "machine": machine_info(), "gemm_gflops": gemm, "epochs": rows, "kernels": krows}
-    if not (args.quick or args.no_sweep):
-        print("sweep over n", file=sys.stderr, flush=True)
-        result["sweep"] = sweep(max(3, repeats // 2))
-    if not (args.quick or args.no_compile):
-        print("compile / cache timings in fresh processes", file=sys.stderr, flush=True)
-        result["compile"] = compile_times()
-    result["main_job"] = None
-    if not (args.quick or args.no_main_job):
-        print("main job overhead", file=sys.stderr, flush=True)
-        result["main_job"] = main_job_overhead()
-    result["targets"] = evaluate_targets(rows, result["main_job"])
+              "machine": machine_info(), "gemm_gflops": {}, "epochs": [], "kernels": [], "main_job": None}
+    for sec in sections:
+        _say(f"[{sec.name}] {sec.title}")
+        result[sec.name] = sec.run(args, result)
+    result["targets"] = evaluate_targets(result["epochs"], result["main_job"])
+    result["seconds"] = time.perf_counter() - start
     return result
 
 
@@ -718,20 +845,32 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
         argv = argv[1:]
-    args = build_parser().parse_args(argv)
-    command = "python -m nbmlp bench " + " ".join(argv)
-    result = run(args, command.strip())
-    out = Path(args.out) if args.out else _default_out()
-    out.mkdir(parents=True, exist_ok=True)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    names = [sec.name for sec in SECTIONS]
+    for name in (args.only or []) + (args.skip or []):
+        if name not in names:
+            parser.error(f"no section {name!r}; sections: {', '.join(names)}")
+    args.repeats = args.repeats or (3 if args.quick else 9)
+    args.dtypes = args.dtypes or (["float64"] if args.quick else list(DTYPES))
+    out = Path(args.out) if args.out else default_out()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"cannot create --out {out}: {exc.strerror or exc}")
+    command = ("python -m nbmlp bench " + " ".join(argv)).strip()
+    result = run(args, command)
     (out / "latest.json").write_text(json.dumps(result, indent=1, default=str))
     report = markdown_report(result)
     (out / "latest.md").write_text(report)
-    plotted = plot(result, out / "latest.png")
-    print("\n## Headline (median per epoch; speed vs NumPy in parentheses)\n")
-    print(headline_table(result["epochs"]))
-    print()
+    plotted = bool(result["epochs"]) and plot(result, out / "latest.png")
+    if result["epochs"]:
+        print("\n## Headline (median per epoch; speed vs NumPy in parentheses)\n")
+        print(headline_table(result["epochs"]))
+        print()
     print(report)
-    print(f"wrote {out / 'latest.json'}, {out / 'latest.md'}" + (f", {out / 'latest.png'}" if plotted else ""))
+    print(f"took {result['seconds']:.0f} s; wrote {out / 'latest.json'}, {out / 'latest.md'}"
+          + (f", {out / 'latest.png'}" if plotted else ""))
     return 0
 
 

@@ -5,8 +5,17 @@ same constructor parameters and names, ``fit`` / ``partial_fit`` / ``predict`` /
 ``get_params`` / ``set_params`` read from the ``__init__`` signature, fitted attributes ending in
 ``_`` (``coefs_``, ``intercepts_``, ``loss_curve_``, ...).  So they work inside scikit-learn's
 ``Pipeline``, ``clone``, ``GridSearchCV`` and ``cross_val_score`` -- yet scikit-learn is not needed
-to import or use them: nothing here imports it except ``__sklearn_tags__``, which only scikit-learn
-itself calls.
+to import or use them.  With scikit-learn installed they pass its ``check_estimator`` in full, and
+raise and warn with its classes (:mod:`nbmlp.exceptions`: ``NotFittedError``, ``ConvergenceWarning``,
+``DataConversionWarning`` subclass scikit-learn's); the input checks use its wordings ("Expected 2D
+array", "X has 3 features, but ... is expecting 4 features as input", "The feature names should
+match those that were passed during fit", ...).  scikit-learn is imported only when one of those
+classes is first needed, or by ``__sklearn_tags__``, which only scikit-learn itself calls.
+
+``fit`` and ``partial_fit`` take ``sample_weight`` (a weight of 2 is the sample given twice: each
+batch's mean loss weighs its samples, and the L2 term is scaled by the batch's total weight), and a
+data frame's column names become ``feature_names_in_``.  ``warm_start=True`` and ``partial_fit``
+continue the fitted network, its ``loss_curve_`` and its optimizer's state.
 
 Underneath, an estimator is an :class:`nbmlp.MLP` (``net_``) trained by :mod:`nbmlp.training` with
 the loop kernels: inputs go in unchanged (``h0 = X``, not the note's sigma(X)); the classifier has a
@@ -33,7 +42,7 @@ import warnings
 
 import numpy as np
 
-from . import distributed
+from . import distributed, exceptions, ops
 from .engines import get_engine
 from .network import MLP
 from .training import Trainer
@@ -42,36 +51,199 @@ from .validation import check_dtype
 #: ``batch_size="auto"`` means min(AUTO_BATCH_SIZE, n_samples), as in scikit-learn.
 AUTO_BATCH_SIZE = 200
 
+#: scikit-learn's name for an activation -> nbmlp's.
+ACTIVATION_SYNONYMS = {"logistic": "sigmoid"}
 
-class ConvergenceWarning(UserWarning):
-    """``max_iter`` epochs ran before the loss (or validation score) stopped improving by ``tol``."""
+#: The hidden-layer activations an estimator accepts: those of nbmlp's table of operations, and
+#: scikit-learn's synonyms.
+HIDDEN_ACTIVATIONS = ops.HIDDEN_ACTIVATIONS + tuple(ACTIVATION_SYNONYMS)
 
 
-class NotFittedError(ValueError, AttributeError):
-    """The estimator is used before ``fit`` (a ValueError and an AttributeError, like scikit-learn's)."""
+def __getattr__(name):
+    # NotFittedError, ConvergenceWarning, DataConversionWarning live in nbmlp.exceptions (built on first use).
+    if name in exceptions.CLASSES:
+        return getattr(exceptions, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_random_state(random_state):
-    """An integer seed from ``random_state`` (None, an int, or a NumPy RandomState / Generator)."""
+    """An integer seed from ``random_state`` (None, an int >= 0, or a NumPy RandomState / Generator)."""
     if random_state is None:
         return int(np.random.default_rng().integers(2**63 - 1))
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be None, an integer >= 0, a RandomState or a Generator, "
+                             f"got {random_state!r}")
         return int(random_state)
     if isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(np.iinfo(np.int32).max))
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(2**63 - 1))
-    raise TypeError(f"random_state must be None, an int, a RandomState or a Generator, got {random_state!r}")
+    raise TypeError(f"random_state must be None, an integer >= 0, a RandomState or a Generator, "
+                    f"got {random_state!r}")
 
 
-def _check_X_array(X, name="X"):
+# ---------------------------------------------------------------------------
+# Input checks, worded as scikit-learn's (its estimator checks look for these messages)
+# ---------------------------------------------------------------------------
+
+
+def _is_sparse(X) -> bool:
+    """scipy.sparse matrices and arrays (without importing scipy)."""
+    return hasattr(X, "toarray") and hasattr(X, "nnz")
+
+
+def _feature_names(X):
+    """The column names of a data frame if they are all strings, else None (scikit-learn's rule)."""
+    columns = getattr(X, "columns", None)
+    if columns is None or isinstance(X, np.ndarray):
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    if names.size == 0:
+        return None
+    types = sorted({type(v).__qualname__ for v in names})
+    if len(types) > 1 and "str" in types:
+        raise TypeError(f"Feature names are only supported if all input features have string names, but X has "
+                        f"{types} as column name types; convert them all to strings "
+                        "(X.columns = X.columns.astype(str)) or drop the names")
+    return names if types == ["str"] else None
+
+
+def _list_names(names, limit=5):
+    lines = [f"- {name}\n" for name in names[:limit]]
+    return "".join(lines) + ("- ...\n" if len(names) > limit else "")
+
+
+def _check_feature_names(estimator, X, *, reset):
+    """Set ``feature_names_in_`` (reset) or check X's column names against it."""
+    names = _feature_names(X)
+    if reset:
+        if names is not None:
+            estimator.feature_names_in_ = names
+        elif hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+        return
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is None and names is None:
+        return
+    if fitted is None:
+        warnings.warn(f"X has feature names, but {type(estimator).__name__} was fitted without feature names",
+                      UserWarning, stacklevel=4)
+        return
+    if names is None:
+        warnings.warn(f"X does not have valid feature names, but {type(estimator).__name__} was fitted with "
+                      "feature names", UserWarning, stacklevel=4)
+        return
+    if len(fitted) == len(names) and np.all(fitted == names):
+        return
+    message = "The feature names should match those that were passed during fit.\n"
+    unexpected = sorted(set(names) - set(fitted))
+    missing = sorted(set(fitted) - set(names))
+    if unexpected:
+        message += "Feature names unseen at fit time:\n" + _list_names(unexpected)
+    if missing:
+        message += "Feature names seen at fit time, yet now missing:\n" + _list_names(missing)
+    if not unexpected and not missing:
+        message += "Feature names must be in the same order as they were in fit.\n"
+    raise ValueError(message)
+
+
+def _check_finite(arr, name):
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        if np.isnan(arr).any():
+            raise ValueError(f"Input {name} contains NaN.")
+        raise ValueError(f"Input {name} contains infinity or a value too large for {arr.dtype!r}.")
+
+
+def _as_float_array(X, name, dtype):
+    """X as a 2-D finite array of ``dtype`` (numbers, numeric object arrays, data frames); sparse refused."""
+    if X is None:
+        raise ValueError(f"Expected 2D array, got None instead: {name} is required")
+    if _is_sparse(X):
+        raise TypeError(f"sparse input is not supported: {name} is a {type(X).__name__}; "
+                        f"pass a dense array ({name}.toarray())")
     try:
         arr = np.asarray(X)
-    except Exception as exc:  # ragged lists
-        raise TypeError(f"{name} must be array-like with a numeric dtype: {exc}") from exc
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}")
-    return arr
+    except Exception as exc:  # ragged nested lists and the like
+        raise ValueError(f"{name} must be a 2-D array of numbers: {exc}") from exc
+    if arr.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} has dtype {arr.dtype}")
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except TypeError as exc:  # e.g. a dict in a cell
+            raise TypeError(f"{name} must hold numbers: {exc}") from exc
+        except ValueError as exc:  # e.g. a string that is not a number
+            raise ValueError(f"{name} must hold numbers: {exc}") from exc
+    elif arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise ValueError(f"Expected 2D array, got scalar array instead: {name}={arr!r}")
+    if arr.ndim == 1:
+        raise ValueError(f"Expected 2D array, got 1D array instead: {name} has shape {arr.shape}. Reshape your "
+                         "data either using array.reshape(-1, 1) if your data has a single feature or "
+                         "array.reshape(1, -1) if it contains a single sample.")
+    if arr.ndim > 2:
+        raise ValueError(f"Found array with dim {arr.ndim}, while dim <= 2 is required: {name} has shape "
+                         f"{arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"Found array with 0 sample(s) (shape={arr.shape}) while a minimum of 1 is required.")
+    if arr.shape[1] == 0:
+        raise ValueError(f"Found array with 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
+    _check_finite(arr, name)
+    with np.errstate(over="ignore"):
+        out = np.array(arr, dtype=dtype, order="C")
+    if not np.isfinite(out).all():
+        raise ValueError(f"Input {name} contains a value too large for {np.dtype(dtype)!r}.")
+    return out
+
+
+def _check_y_present(estimator, y):
+    if y is None:
+        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None")
+    if _is_sparse(y):
+        raise TypeError("sparse input is not supported: y must be a dense array")
+
+
+def _column_or_1d(y):
+    """A column vector (n, 1) becomes (n,) with scikit-learn's DataConversionWarning."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y "
+                      "to (n_samples,), for example using ravel().", exceptions.DataConversionWarning,
+                      stacklevel=4)
+        return y[:, 0]
+    return y
+
+
+def _check_lengths(X, y):
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"Found input variables with inconsistent numbers of samples: X has {X.shape[0]}, "
+                         f"y has {y.shape[0]}")
+
+
+def _refuse_dask_sample_weight(sample_weight):
+    if sample_weight is not None:
+        raise ValueError("sample_weight is not available on dask arrays: train without it")
+
+
+def _check_sample_weight(sample_weight, n):
+    """None, or a float64 copy of non-negative finite weights, one per sample, not all zero."""
+    if sample_weight is None:
+        return None
+    if _is_sparse(sample_weight):
+        raise TypeError("sparse input is not supported: sample_weight must be a dense 1-D array")
+    sw = np.asarray(sample_weight)
+    if sw.ndim == 0:
+        sw = np.full(n, sw)
+    if sw.dtype.kind not in "biuf" or sw.ndim != 1 or sw.shape[0] != n:
+        raise ValueError(f"sample_weight must be a 1-D array of {n} numbers (one per sample), got shape "
+                         f"{sw.shape} and dtype {sw.dtype}")
+    sw = sw.astype(np.float64)
+    if not np.isfinite(sw).all() or (sw < 0).any():
+        raise ValueError("sample_weight must hold finite numbers >= 0")
+    if not (sw > 0).any():
+        raise ValueError("sample_weight is zero for every sample: at least one weight must be positive")
+    return sw
 
 
 class _BaseMLP:
@@ -146,6 +318,18 @@ class _BaseMLP:
                 changed.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(changed)})"
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        net = state.get("net_")
+        if net is not None:
+            # joblib.load(..., mmap_mode="r") hands back read-only memory maps; the net's kernels take plain
+            # writable arrays, so the estimator keeps its own copies.
+            net.W = [np.array(w) for w in net.W]
+            net.b = [np.array(b) for b in net.b]
+            if isinstance(getattr(net, "optimizer_state", None), dict):
+                net.optimizer_state = {k: np.array(v) if isinstance(v, np.ndarray) else v
+                                       for k, v in net.optimizer_state.items()}
+
     def __sklearn_is_fitted__(self):
         return hasattr(self, "net_")
 
@@ -170,9 +354,8 @@ class _BaseMLP:
         for d in sizes:
             if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
                 raise ValueError(f"hidden_layer_sizes must hold positive integers, got {self.hidden_layer_sizes!r}")
-        if self.activation not in ("identity", "logistic", "sigmoid", "tanh", "relu"):
-            raise ValueError("activation must be one of 'identity', 'logistic' (= 'sigmoid'), 'tanh', 'relu'; "
-                             f"got {self.activation!r}")
+        if not isinstance(self.activation, str) or self.activation not in HIDDEN_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {HIDDEN_ACTIVATIONS}, got {self.activation!r}")
         if self.solver not in ("sgd", "adam"):
             hint = " (L-BFGS is not implemented in nbmlp)" if self.solver == "lbfgs" else ""
             raise ValueError(f"solver must be 'sgd' or 'adam'{hint}, got {self.solver!r}")
@@ -184,8 +367,8 @@ class _BaseMLP:
             raise ValueError(f"batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
         for name in ("alpha", "tol"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < np.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         for name in ("max_iter", "n_iter_no_change"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -217,21 +400,36 @@ class _BaseMLP:
         return {"optimizer": "nesterov" if self.nesterovs_momentum else "momentum", "momentum": self.momentum,
                 "lr_schedule": self.learning_rate}
 
+    # -- data --------------------------------------------------------------------
+
+    def _validate_X(self, X, *, reset):
+        """X checked and converted to the estimator's dtype; sets (reset) or checks the feature names and count."""
+        _check_feature_names(self, X, reset=reset)
+        X = _as_float_array(X, "X", self.dtype)
+        if not reset and X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input.")
+        return X
+
+    def _continues(self, incremental) -> bool:
+        """True when this fit continues the fitted network (partial_fit, or fit with warm_start)."""
+        return hasattr(self, "net_") and (incremental or self.warm_start)
+
     # -- training --------------------------------------------------------------------
 
     def _new_net(self, hidden, n_in, n_out, seed):
-        activation = "sigmoid" if self.activation == "logistic" else self.activation
+        activation = ACTIVATION_SYNONYMS.get(self.activation, self.activation)
         return MLP((n_in, *hidden, n_out), seed=seed, dtype=self.dtype, engine=self.engine, input_sigmoid=False,
                    activation=activation, output_activation=self._output_activation, loss=self._loss)
 
-    def _new_trainer(self, net, n_samples, seed, incremental):
+    def _new_trainer(self, net, n_samples, seed, incremental, mean_weight):
         batch = min(AUTO_BATCH_SIZE, n_samples) if self.batch_size == "auto" else min(self.batch_size, n_samples)
-        # scikit-learn adds alpha/2 ||W||^2 / n_batch to each batch's mean loss: lambda = alpha / n_batch.
+        # scikit-learn adds alpha/2 ||W||^2 / n_batch to each batch's mean loss: lambda = alpha / n_batch, with
+        # n_batch counted in units of weight (so that a weight of 2 is the same as a repeated row).
+        early = self.early_stopping and not incremental
         return Trainer(net, lr=self.learning_rate_init, batch_size=batch, shuffle=self.shuffle, seed=seed,
-                       weight_decay=self.alpha / batch, power_t=self.power_t,
-                       validation_fraction=self.validation_fraction if (self.early_stopping and not incremental)
-                       else 0.0,
-                       early_stopping=self.early_stopping and not incremental,
+                       weight_decay=self.alpha / (batch * mean_weight), power_t=self.power_t,
+                       validation_fraction=self.validation_fraction if early else 0.0, early_stopping=early,
                        n_iter_no_change=self.n_iter_no_change, tol=self.tol, **self._optimizer_options())
 
     def _report(self, epoch, loss):
@@ -240,57 +438,69 @@ class _BaseMLP:
     def _score_net(self, net, Xv, Tv):
         raise NotImplementedError
 
-    def _run(self, X, T, epochs, incremental):
-        trainer = self._trainer
-        trainer.callback = self._report if self.verbose else None
-        trainer.validation_score = self._score_net if trainer.early_stopping else None
-        try:
-            (distributed.run_trainer(trainer, X, T, epochs) if distributed.is_dask_collection(X)
-             else trainer.run(X, T, epochs))
-        finally:
-            trainer.callback = None  # keep the estimator picklable and free of references
-            trainer.validation_score = None
-        self.loss_curve_ = list(trainer.loss_history)
-        self.loss_ = self.loss_curve_[-1]
-        self.n_iter_ = trainer.epochs_run
-        self.t_ = trainer.samples_seen
-        if trainer.early_stopping:
-            self.validation_scores_ = list(trainer.validation_score_history)
-            self.best_validation_score_ = trainer.best_validation_score
-            self.best_loss_ = None
-        else:
-            self.validation_scores_ = None
-            self.best_validation_score_ = None
-            self.best_loss_ = trainer.best_loss
-        if not incremental and not trainer.converged:
-            warnings.warn(f"{type(self).__name__}: max_iter={self.max_iter} epochs ran and the optimization "
-                          f"has not converged yet (tol={self.tol}).", ConvergenceWarning, stacklevel=3)
-
-    def _fit(self, X, T, incremental):
+    def _fit(self, X, T, *, incremental, sample_weight=None):
+        """Train on checked (X, T) for max_iter epochs (one for partial_fit), continuing a fitted net if asked."""
         hidden = self._validate_params()
         seed = _check_random_state(self.random_state)
         n, d = X.shape
-        reuse = hasattr(self, "net_") and (incremental or self.warm_start)
-        if reuse and (self.net_.sizes[0], self.net_.sizes[-1]) != (d, T.shape[1]):
-            raise ValueError(f"X has {d} features and the targets {T.shape[1]} outputs, but "
-                             f"{type(self).__name__} was fitted with {self.net_.sizes[0]} and {self.net_.sizes[-1]}")
+        reuse = self._continues(incremental)
+        if reuse and self.net_.sizes[-1] != T.shape[1]:
+            raise ValueError(f"y has {T.shape[1]} outputs, but {type(self).__name__} was fitted with "
+                             f"{self.net_.sizes[-1]}")
         net = self.net_ if reuse else self._new_net(hidden, d, T.shape[1], seed)
-        if not (incremental and hasattr(self, "_trainer")):
-            self._trainer = self._new_trainer(net, n, seed, incremental)
+        early = self.early_stopping and not incremental
+        trainer = getattr(self, "_trainer", None) if reuse else None
+        if trainer is None or trainer.early_stopping != early:
+            mean_weight = 1.0 if sample_weight is None else float(sample_weight.mean())
+            trainer = self._new_trainer(net, n, seed, incremental, mean_weight)
         if not reuse:  # only now that every option has been accepted
             self.net_ = net
             self.n_features_in_ = d
             self.n_outputs_ = T.shape[1]
             self.n_layers_ = len(hidden) + 2
             self.out_activation_ = self._output_activation
-        self._run(X, T, 1 if incremental else self.max_iter, incremental)
+            self.t_ = 0
+        self._trainer = trainer
+        epochs = 1 if incremental else self.max_iter
+        before = len(net.loss_history)
+        # Equal weights are the unweighted problem (mean losses): only unequal ones go to the trainer.
+        weights = {} if sample_weight is None or np.all(sample_weight == sample_weight[0]) \
+            else {"sample_weight": sample_weight}
+        trainer.callback = self._report if self.verbose else None
+        trainer.validation_score = self._score_net if early else None
+        try:
+            if distributed.is_dask_collection(X):
+                distributed.run_trainer(trainer, X, T, epochs)
+            else:
+                trainer.run(X, T, epochs, **weights)
+        finally:
+            trainer.callback = None  # keep the estimator picklable and free of references
+            trainer.validation_score = None
+        ran = len(net.loss_history) - before
+        self.loss_curve_ = list(net.loss_history)
+        self.loss_ = self.loss_curve_[-1]
+        self.n_iter_ = len(self.loss_curve_)
+        self.t_ += ran * n
+        if early:
+            scores = getattr(net, "validation_score_history", None) or trainer.validation_score_history
+            self.validation_scores_ = list(scores)
+            self.best_validation_score_ = max(self.validation_scores_)
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = min(self.loss_curve_)
+        if not incremental and ran == epochs:
+            warnings.warn(f"{type(self).__name__}: max_iter={self.max_iter} epochs ran and the optimization "
+                          f"has not converged yet (tol={self.tol}).", exceptions.ConvergenceWarning, stacklevel=3)
         return self
 
     # -- fitted attributes ----------------------------------------------------------
 
     def _check_fitted(self):
         if not hasattr(self, "net_"):
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: call fit first.")
+            raise exceptions.NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' "
+                                            "with appropriate arguments before using this estimator.")
 
     @property
     def coefs_(self):
@@ -306,11 +516,7 @@ class _BaseMLP:
 
     def _forward(self, X):
         self._check_fitted()
-        X = _check_X_array(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
-                             f"{self.n_features_in_} features")
-        return self.net_.forward(X)
+        return self.net_.forward(self._validate_X(X, reset=False))
 
 
 class MLPClassifier(_BaseMLP):
@@ -321,9 +527,9 @@ class MLPClassifier(_BaseMLP):
 
     hidden_layer_sizes : tuple of int, default (100,)
         Widths of the hidden layers.
-    activation : {"identity", "logistic", "tanh", "relu"}, default "tanh"
-        Hidden-layer activation (scikit-learn's default is "relu"; see the module docstring).
-        "sigmoid" is accepted as a synonym of "logistic".
+    activation : str, default "tanh"
+        Hidden-layer activation: one of :data:`HIDDEN_ACTIVATIONS` (``nbmlp.ops.HIDDEN_ACTIVATIONS``,
+        and "logistic", scikit-learn's name for "sigmoid").  scikit-learn's default is "relu"; see the module docstring.
     solver : {"sgd", "adam"}, default "adam"
         "sgd" uses ``momentum`` (Nesterov's if ``nesterovs_momentum``); momentum=0 is plain SGD.
         "lbfgs" is not available.
@@ -345,7 +551,7 @@ class MLPClassifier(_BaseMLP):
     verbose : bool, default False
         Print the loss after every epoch.
     warm_start : bool, default False
-        Continue from the current weights when ``fit`` is called again.
+        Continue from the current weights, loss curve and optimizer state when ``fit`` is called again.
     momentum : float, default 0.9
     nesterovs_momentum : bool, default True
     early_stopping : bool, default False
@@ -362,7 +568,8 @@ class MLPClassifier(_BaseMLP):
 
     Attributes
     ----------
-    classes_, n_features_in_, n_outputs_, n_layers_, out_activation_ ("softmax"), coefs_,
+    classes_, n_features_in_, feature_names_in_ (fitted on a data frame with string column
+    names), n_outputs_, n_layers_, out_activation_ ("softmax"), coefs_,
     intercepts_, loss_, loss_curve_, best_loss_, validation_scores_, best_validation_score_,
     n_iter_, t_ (samples seen), net_ (the :class:`nbmlp.MLP`).
 
@@ -384,56 +591,88 @@ class MLPClassifier(_BaseMLP):
 
         return self._sklearn_tags(classifier_tags=ClassifierTags())
 
-    def _encode(self, y, classes=None):
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
+    def _labels(self, y, n):
+        """y checked as n class labels (numbers or strings), 1-D."""
+        _check_y_present(self, y)
+        y = _column_or_1d(np.asarray(y))
+        if y.dtype.kind == "c":
+            raise ValueError(f"Complex data not supported: y has dtype {y.dtype}")
         if y.ndim != 1:
-            raise ValueError(f"y must be 1-D (one class label per sample), got shape {y.shape}; "
-                             "multi-label targets are not supported")
-        if classes is None:
-            classes = np.unique(y)
-        if classes.size < 2:
-            raise ValueError(f"y must contain at least 2 classes, got {classes.size}: {classes.tolist()}")
-        index = np.searchsorted(classes, y)
-        index = np.clip(index, 0, classes.size - 1)
+            raise ValueError(f"y should be a 1d array of class labels, got an array of shape {y.shape} instead "
+                             "(multi-label and multi-output targets are not supported)")
+        if y.shape[0] != n:
+            raise ValueError(f"Found input variables with inconsistent numbers of samples: X has {n}, "
+                             f"y has {y.shape[0]}")
+        if y.dtype.kind == "f":
+            _check_finite(y, "y")
+            if np.any(y != np.round(y)):
+                raise ValueError("Unknown label type: continuous. MLPClassifier needs class labels (integers or "
+                                 "strings); MLPRegressor fits continuous targets")
+        elif y.dtype.kind == "O":
+            if not all(isinstance(v, str) for v in y):
+                raise ValueError("Unknown label type: y has dtype object with values that are not strings; "
+                                 "pass labels as a numeric or a string array")
+        elif y.dtype.kind not in "biuUS":
+            raise ValueError(f"Unknown label type: y has dtype {y.dtype}")
+        return y
+
+    def _encode(self, y, classes):
+        """One-hot targets for labels y in ``classes`` (sorted)."""
+        index = np.clip(np.searchsorted(classes, y), 0, classes.size - 1)
         unknown = classes[index] != y
         if np.any(unknown):
             raise ValueError(f"y contains labels not in classes_: {np.unique(y[unknown]).tolist()}")
         T = np.zeros((y.size, classes.size), dtype=self.dtype)
         T[np.arange(y.size), index] = 1.0
-        return classes, T
+        return T
 
-    def _check_Xy(self, X, y):
-        X = _check_X_array(X)
-        if np.asarray(y).shape[0] != X.shape[0]:
-            raise ValueError(f"X and y must have the same number of samples, got {X.shape[0]} and "
-                             f"{np.asarray(y).shape[0]}")
-        return X
+    def fit(self, X, y, sample_weight=None):
+        """Train on X (n_samples, n_features) and class labels y (n_samples,); returns self.
 
-    def fit(self, X, y):
-        """Train on X (n_samples, n_features) and class labels y (n_samples,); returns self."""
+        ``sample_weight`` (n_samples,), optional: each sample's weight in the loss (a weight of 2 counts
+        as the sample given twice).
+        """
         if distributed.is_dask_collection(X) or distributed.is_dask_collection(y):
+            _refuse_dask_sample_weight(sample_weight)
+            self._validate_params()
             return self._fit(*distributed.classifier_targets(self, X, y), incremental=False)
         self._validate_params()
-        X = self._check_Xy(X, y)
-        classes = self.classes_ if (self.warm_start and hasattr(self, "classes_")) else None
-        classes, T = self._encode(y, classes)
+        continues = self._continues(False)
+        X = self._validate_X(X, reset=not continues)
+        y = self._labels(y, X.shape[0])
+        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+        classes = self.classes_ if continues else np.unique(y)
+        weighted = classes if sample_weight is None else np.unique(y[sample_weight > 0])
+        if weighted.size < 2:
+            raise ValueError(f"y has {weighted.size} class ({weighted.tolist()}) with a positive sample weight; "
+                             "a classifier needs at least 2 classes")
+        T = self._encode(y, classes)
         self.classes_ = classes
-        return self._fit(X, T, incremental=False)
+        return self._fit(X, T, incremental=False, sample_weight=sample_weight)
 
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y), keeping the optimizer's state; ``classes`` is required on the first call."""
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over (X, y), continuing the loss curve and the optimizer's state.
+
+        ``classes`` (every label y may ever hold) is required on the first call.
+        """
         self._validate_params()
-        X = self._check_Xy(X, y)
-        if not hasattr(self, "classes_"):
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit")
-            self.classes_ = np.unique(np.asarray(classes))
-        elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-            raise ValueError(f"classes={classes!r} is not the same as on the first call ({self.classes_.tolist()})")
-        _, T = self._encode(y, self.classes_)
-        return self._fit(X, T, incremental=True)
+        first = not hasattr(self, "net_")
+        if first and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        X = self._validate_X(X, reset=first)
+        y = self._labels(y, X.shape[0])
+        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+        if classes is not None:
+            classes = np.unique(np.asarray(classes))
+            if not first and not np.array_equal(classes, self.classes_):
+                raise ValueError(f"classes={classes.tolist()} is not the same as on the first call "
+                                 f"({self.classes_.tolist()})")
+            if classes.size < 2:
+                raise ValueError(f"classes has {classes.size} class; a classifier needs at least 2 classes")
+        T = self._encode(y, self.classes_ if not first else classes)
+        if first:
+            self.classes_ = classes
+        return self._fit(X, T, incremental=True, sample_weight=sample_weight)
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``."""
@@ -494,31 +733,56 @@ class MLPRegressor(_BaseMLP):
         return self._sklearn_tags(regressor_tags=RegressorTags(), target={"multi_output": True,
                                                                            "single_output": True})
 
-    def _targets(self, X, y):
-        X = _check_X_array(X)
-        y = np.asarray(y)
-        if y.dtype.kind not in "iuf":
-            raise TypeError(f"y must be numeric, got dtype {y.dtype}")
-        if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
-            raise ValueError(f"y must have shape (n_samples,) or (n_samples, n_outputs) with n_samples = "
-                             f"{X.shape[0]}, got {y.shape}")
-        return X, y.reshape(len(y), -1), y.ndim == 1
+    def _targets(self, y, n):
+        """y checked as numeric targets; returns T (n, n_outputs) and whether y was 1-D."""
+        _check_y_present(self, y)
+        y = _column_or_1d(np.asarray(y))
+        if y.dtype.kind == "c":
+            raise ValueError(f"Complex data not supported: y has dtype {y.dtype}")
+        if y.dtype.kind == "O":
+            try:
+                y = y.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"y must hold numbers: {exc}") from exc
+        elif y.dtype.kind not in "biuf":
+            raise ValueError(f"y must hold numbers, got dtype {y.dtype}")
+        if y.ndim not in (1, 2) or y.shape[0] != n or y.size == 0:
+            raise ValueError(f"y must have shape (n_samples,) or (n_samples, n_outputs) with n_samples = {n}, "
+                             f"got {y.shape}")
+        _check_finite(y.astype(np.float64), "y")
+        return y.reshape(n, -1).astype(self.dtype), y.ndim == 1
 
-    def fit(self, X, y):
-        """Train on X (n_samples, n_features) and targets y (n_samples,) or (n_samples, n_outputs); returns self."""
+    def fit(self, X, y, sample_weight=None):
+        """Train on X (n_samples, n_features) and targets y (n_samples,) or (n_samples, n_outputs); returns self.
+
+        ``sample_weight`` (n_samples,), optional: each sample's weight in the loss.
+        """
         if distributed.is_dask_collection(X) or distributed.is_dask_collection(y):
-            X, T, self._y_1d = distributed.regressor_targets(X, y)
-            return self._fit(X, T, incremental=False)
-        X, T, one_d = self._targets(X, y)
-        self._y_1d = one_d
-        return self._fit(X, T, incremental=False)
-
-    def partial_fit(self, X, y):
-        """One epoch over (X, y), keeping the optimizer's state."""
-        X, T, one_d = self._targets(X, y)
-        if not hasattr(self, "_y_1d"):
+            _refuse_dask_sample_weight(sample_weight)
+            self._validate_params()
+            X, T, one_d = distributed.regressor_targets(X, y)
+            self._fit(X, T, incremental=False)
             self._y_1d = one_d
-        return self._fit(X, T, incremental=True)
+            return self
+        self._validate_params()
+        X = self._validate_X(X, reset=not self._continues(False))
+        T, one_d = self._targets(y, X.shape[0])
+        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+        self._fit(X, T, incremental=False, sample_weight=sample_weight)
+        self._y_1d = one_d
+        return self
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing the loss curve and the optimizer's state."""
+        self._validate_params()
+        first = not hasattr(self, "net_")
+        X = self._validate_X(X, reset=first)
+        T, one_d = self._targets(y, X.shape[0])
+        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+        self._fit(X, T, incremental=True, sample_weight=sample_weight)
+        if first:
+            self._y_1d = one_d
+        return self
 
     def predict(self, X):
         """The network's outputs for X: (n_samples,) if fitted on 1-D y, else (n_samples, n_outputs)."""
@@ -550,4 +814,4 @@ class MLPRegressor(_BaseMLP):
         return self._r2(Tv, net.forward(Xv))
 
 
-__all__ = ["ConvergenceWarning", "MLPClassifier", "MLPRegressor", "NotFittedError"]
+__all__ = ["MLPClassifier", "MLPRegressor", *exceptions.CLASSES]

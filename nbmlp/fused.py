@@ -79,13 +79,13 @@ from . import ops
 from .kernels_tuned import (
     TILE_COLS,
     TUNED_FLAGS,
-    tile_product,
     exp_nonpositive,
     lane_dot_rows,
     lane_sum,
     lane_sum_row,
     sigmoid_fast,
     sigmoid_fast_f32,
+    tile_product,
 )
 from .ops import ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, LOSS_CROSS_ENTROPY, LOSS_HALF_SSE
 

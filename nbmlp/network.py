@@ -124,6 +124,10 @@ class MLP:
         self.seed = check_seed(seed)
         #: training losses, one per epoch (or as thinned by ``fit(history=...)``)
         self.loss_history: list[float] = []
+        #: None, or {"mean": (d0,), "scale": (d0,)}: predict / predict_proba feed (X - mean) / scale.
+        self.preprocessing = None
+        #: None, or the class labels (numbers or strings) that predict returns for the outputs, in order.
+        self.classes = None
         #: validation loss and score per epoch, when training had validation data
         self.validation_loss_history: list[float] = []
         self.validation_score_history: list[float] = []
@@ -292,6 +296,77 @@ class MLP:
         loss = self.loss_value(z, h, T)
         dW, db, dz, dh = self.backward_pass(z, h, T)
         return Gradients(W=dW, b=db, dL_dz=dz, dL_dh=dh, z=z, h=h, loss=loss)
+
+    def _raw_input(self, X):
+        """X checked, then scaled by ``preprocessing`` if the net has one."""
+        X = check_matrix(X, "X", self.sizes[0], self.dtype)
+        if self.preprocessing is None:
+            return X
+        if not isinstance(self.preprocessing, dict) or set(self.preprocessing) != {"mean", "scale"}:
+            raise ValueError("net.preprocessing must be None or a dict with the keys 'mean' and 'scale'")
+        d0 = self.sizes[0]
+        mean, scale = (np.asarray(self.preprocessing[k], dtype=np.float64) for k in ("mean", "scale"))
+        for key, arr in (("mean", mean), ("scale", scale)):
+            if arr.shape != (d0,) or not np.isfinite(arr).all():
+                raise ValueError(f"net.preprocessing[{key!r}] must be {d0} finite numbers, got shape {arr.shape}")
+        if (scale == 0).any():
+            raise ValueError("net.preprocessing['scale'] must not contain zeros")
+        return ((X - mean) / scale).astype(self.dtype)
+
+    def _checked_classes(self, n_labels):
+        if self.classes is None:
+            return None
+        classes = np.asarray(self.classes)
+        if classes.shape != (n_labels,):
+            raise ValueError(f"net.classes must hold {n_labels} labels for this net's outputs, got shape "
+                             f"{classes.shape}")
+        return classes
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities for raw inputs X (n x d0): softmax outputs, or sigmoid outputs.
+
+        ``preprocessing`` is applied first.  One sigmoid output p gives two columns (1 - p, p); several
+        sigmoid outputs are independent probabilities, one per output.  Other output activations are
+        not probabilities: ValueError.
+        """
+        out_activation = self.activations[-1]
+        if out_activation not in ("softmax", "sigmoid"):
+            raise ValueError(f"predict_proba needs a softmax or sigmoid output layer; this net's output is "
+                             f"{out_activation!r}, whose values are not probabilities (use forward or predict)")
+        h = self.forward(self._raw_input(X))
+        if h.shape[1] == 1 and out_activation == "sigmoid":
+            return np.column_stack([1.0 - h[:, 0], h[:, 0]])
+        return h
+
+    @property
+    def predicts_classes(self) -> bool:
+        """True when :meth:`predict` returns class labels, False when it returns the output values.
+
+        A net with ``classes`` predicts classes; otherwise an identity output layer, or a single output
+        other than sigmoid, gives values (regression), and anything else scores classes.
+        """
+        if self.classes is not None:
+            return True
+        out_activation = self.activations[-1]
+        return not (out_activation == "identity" or (self.sizes[-1] == 1 and out_activation != "sigmoid"))
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions for raw inputs X (n x d0), ``preprocessing`` applied first.
+
+        Classes (see :attr:`predicts_classes`): the argmax of the outputs -- for one output, p >= 0.5 --
+        returned as ``classes[index]`` when the net has ``classes``, else as the index.  Values: shape
+        (n,) for one output, else (n, dL).
+        """
+        h = self.forward(self._raw_input(X))
+        if not self.predicts_classes:
+            return h[:, 0] if h.shape[1] == 1 else h
+        if h.shape[1] == 1:
+            index = (h[:, 0] >= 0.5).astype(np.intp)
+            classes = self._checked_classes(2)
+        else:
+            index = h.argmax(axis=1)
+            classes = self._checked_classes(h.shape[1])
+        return index if classes is None else classes[index]
 
     def fit(self, X, T, epochs=1000, lr=0.01, *, callback=None, sample_weight=None, **options) -> MLP:
         """Train in place; by default full-batch gradient descent W_l <- W_l - lr dL/dW_l, b_l <- b_l - lr dL/db_l.

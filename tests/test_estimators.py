@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import nbmlp
-from nbmlp.estimators import ConvergenceWarning, MLPClassifier, MLPRegressor, NotFittedError
+from nbmlp.estimators import ConvergenceWarning, DataConversionWarning, MLPClassifier, MLPRegressor, NotFittedError
 
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
 needs_sklearn = pytest.mark.skipif(not HAS_SKLEARN, reason="scikit-learn not installed")
@@ -121,8 +121,9 @@ def test_warm_start_continues_from_the_fitted_weights():
         clf.fit(X, y)
         first = list(clf.loss_curve_)
         clf.fit(X, y)
-    # the second fit starts where the first stopped, not at a fresh net's loss
-    assert abs(clf.loss_curve_[0] - first[-1]) < 0.1 * (first[0] - first[-1])
+    # the curve goes on, and its second part starts where the first stopped, not at a fresh net's loss
+    assert clf.loss_curve_[:50] == first and len(clf.loss_curve_) == 100
+    assert abs(clf.loss_curve_[50] - first[-1]) < 0.1 * (first[0] - first[-1])
 
 
 def test_regressor_one_and_two_outputs():
@@ -207,13 +208,13 @@ def test_bad_data_and_unfitted_use():
         clf.predict(X)
     with pytest.raises(ValueError, match="not fitted"):  # NotFittedError is a ValueError
         _ = clf.coefs_
-    with pytest.raises(ValueError, match="same number of samples"):
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         clf.fit(X, y[:-1])
     with pytest.raises(ValueError, match="at least 2 classes"):
         clf.fit(X, np.zeros(150, dtype=int))
     with pytest.raises(ValueError, match="multi-label"):
         clf.fit(X, np.zeros((150, 3)))
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):
         clf.fit(X[:, 0], y)
     X_bad = X.copy()
     X_bad[0, 0] = np.nan
@@ -223,7 +224,7 @@ def test_bad_data_and_unfitted_use():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(X, y)
-    with pytest.raises(ValueError, match="3 features"):
+    with pytest.raises(ValueError, match="X has 3 features, but MLPClassifier is expecting 4"):
         clf.predict(X[:, :3])
 
 
@@ -298,3 +299,156 @@ def test_regressor_in_cross_val_score_uses_r2():
     assert scores.mean() > 0.8
     reg.fit(X, y)
     assert reg.score(X, y) == pytest.approx(r2_score(y, reg.predict(X)), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# scikit-learn's own estimator checks, and the conventions they encode
+# ---------------------------------------------------------------------------
+
+
+if HAS_SKLEARN:
+    from sklearn.utils.estimator_checks import parametrize_with_checks
+
+    CHECKED = [MLPClassifier(hidden_layer_sizes=(5,), max_iter=100, random_state=0),
+               MLPRegressor(hidden_layer_sizes=(5,), max_iter=100, random_state=0)]
+
+    @parametrize_with_checks(CHECKED)
+    def test_scikit_learn_estimator_checks(estimator, check):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            check(estimator)
+
+
+@needs_sklearn
+def test_exceptions_are_scikit_learns():
+    import sklearn.exceptions as sk
+
+    assert issubclass(NotFittedError, sk.NotFittedError) and issubclass(NotFittedError, ValueError)
+    assert issubclass(ConvergenceWarning, sk.ConvergenceWarning)
+    assert issubclass(DataConversionWarning, sk.DataConversionWarning)
+    X, y = nbmlp.load_iris()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=sk.ConvergenceWarning)  # silences nbmlp's too
+        MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)
+
+
+def test_exceptions_without_scikit_learn():
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "from nbmlp.estimators import NotFittedError, ConvergenceWarning, DataConversionWarning\n"
+            "assert issubclass(NotFittedError, ValueError) and issubclass(NotFittedError, AttributeError)\n"
+            "assert issubclass(ConvergenceWarning, UserWarning) and issubclass(DataConversionWarning, UserWarning)\n"
+            "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_import_nbmlp_does_not_import_scikit_learn():
+    code = "import sys, nbmlp; print('sklearn' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_classifier_refuses_continuous_y_and_warns_on_a_column_vector():
+    X, y = nbmlp.load_iris()
+    clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=3, random_state=0)
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        clf.fit(X, X[:, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.warns(DataConversionWarning, match="column-vector y"):
+            clf.fit(X, y[:, None])
+    assert clf.predict(X).shape == (150,)
+
+
+@pytest.mark.parametrize("X, error, match", [
+    (np.ones((4, 2)) * 1j, ValueError, "Complex data not supported"),
+    (np.array([[1.0, "a"], [2.0, 3.0]], dtype=object), ValueError, "must hold numbers"),
+    (np.zeros((0, 2)), ValueError, r"0 sample\(s\)"),
+    (np.zeros((4, 0)), ValueError, r"0 feature\(s\)"),
+])
+def test_bad_X_is_refused_in_scikit_learns_words(X, error, match):
+    with pytest.raises(error, match=match):
+        MLPRegressor(hidden_layer_sizes=(2,), max_iter=2).fit(X, np.arange(len(X), dtype=float))
+
+
+def test_numeric_object_arrays_are_accepted():
+    X, y = nbmlp.load_iris()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = MLPClassifier(hidden_layer_sizes=(3,), max_iter=5, random_state=0).fit(X.astype(object), y)
+        b = MLPClassifier(hidden_layer_sizes=(3,), max_iter=5, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X.astype(object)), b.predict_proba(X))
+
+
+def test_sparse_input_is_refused_clearly():
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = nbmlp.load_iris()
+    with pytest.raises(TypeError, match="sparse input is not supported"):
+        MLPClassifier(hidden_layer_sizes=(3,)).fit(sparse.csr_matrix(X), y)
+
+
+def test_data_frame_columns_are_remembered_and_checked():
+    pd = pytest.importorskip("pandas")
+    X, y = nbmlp.load_iris()
+    frame = pd.DataFrame(X, columns=["sepal_l", "sepal_w", "petal_l", "petal_w"])
+    clf = MLPClassifier(hidden_layer_sizes=(5,), random_state=0).fit(frame, y)
+    assert clf.feature_names_in_.tolist() == list(frame.columns) and clf.n_features_in_ == 4
+    assert clf.score(frame, y) > 0.9
+    with pytest.raises(ValueError, match="Feature names must be in the same order"):
+        clf.predict(frame[["petal_w", "petal_l", "sepal_w", "sepal_l"]])
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        clf.predict(X)
+
+
+def test_warm_start_and_partial_fit_continue_the_curve_and_the_optimizer():
+    """fit(20) then fit(20) with warm_start is fit(40): same curve, same weights (Adam's state carried on)."""
+    X, y = nbmlp.load_iris()
+    kw = dict(hidden_layer_sizes=(4,), random_state=0, tol=0.0, n_iter_no_change=1000, batch_size=150)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        once = MLPClassifier(max_iter=40, **kw).fit(X, y)
+        twice = MLPClassifier(max_iter=20, warm_start=True, **kw).fit(X, y)
+        twice.fit(X, y)
+    assert twice.n_iter_ == 40 == len(twice.loss_curve_)
+    np.testing.assert_allclose(twice.loss_curve_, once.loss_curve_, rtol=1e-12)
+    np.testing.assert_allclose(twice.coefs_[0], once.coefs_[0], rtol=1e-12)
+
+    stepwise = MLPClassifier(**kw)
+    for _ in range(40):
+        stepwise.partial_fit(X, y, classes=[0, 1, 2])
+    np.testing.assert_allclose(stepwise.loss_curve_, once.loss_curve_, rtol=1e-12)
+    assert stepwise.t_ == 40 * 150
+
+
+def test_sample_weight_checks():
+    X, y = nbmlp.load_iris()
+    clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=3, random_state=0)
+    with pytest.raises(ValueError, match="zero for every sample"):
+        clf.fit(X, y, sample_weight=np.zeros(150))
+    with pytest.raises(ValueError, match="one per sample"):
+        clf.fit(X, y, sample_weight=np.ones(149))
+    with pytest.raises(ValueError, match="1 class"):
+        clf.fit(X, y, sample_weight=(y == 2).astype(float))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ones = clf.fit(X, y, sample_weight=np.ones(150)).predict_proba(X)
+        plain = clf.fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(ones, plain)
+
+
+def test_alpha_inf_and_negative_random_state_name_the_parameter():
+    X, y = nbmlp.load_iris()
+    with pytest.raises(ValueError, match="alpha must be a finite number"):
+        MLPClassifier(alpha=np.inf).fit(X, y)
+    with pytest.raises(ValueError, match="random_state must be None, an integer >= 0"):
+        MLPClassifier(random_state=-1).fit(X, y)
+
+
+def test_activation_choices_come_from_nbmlps_table():
+    from nbmlp.estimators import HIDDEN_ACTIVATIONS
+
+    assert set(HIDDEN_ACTIVATIONS) == set(nbmlp.ops.HIDDEN_ACTIVATIONS) | {"logistic"}
+    assert {"leaky_relu", "softplus"} <= set(HIDDEN_ACTIVATIONS)
