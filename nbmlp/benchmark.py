@@ -685,7 +685,7 @@ class Section:
 
     ``run(args, result)`` returns the section's JSON-able figures (stored as result[name]);
     ``estimate_s(args)`` is the expected duration on the 2-core development machine, printed before
-    the run.  Sections from a bench/<topic>.py module are added with :func:`module_section`.
+    the run.  Sections from a stand-alone script bench/<topic>.py are added with :func:`script_section`.
     """
 
     name: str
@@ -738,7 +738,7 @@ def _section_kernels(args, result):
     return krows
 
 
-#: The sections, in order.  To add one, append a Section (or module_section("topic") for bench/topic.py).
+#: The sections, in order.  To add one, append a Section (or script_section("topic") for bench/topic.py).
 SECTIONS = [
     Section("epochs", "full-batch epoch, every implementation", _section_epochs, quick=True,
             estimate_s=lambda args: 4.0 + _n_cases(args) * (8 if args.quick else 20) * max(1, args.repeats) / 3),
@@ -753,28 +753,41 @@ SECTIONS = [
 ]
 
 
-def module_section(topic, title, *, quick=False, estimate_s=60.0) -> Section:
-    """A section run by bench/<topic>.py, which defines ``run(quick: bool, repeats: int) -> dict`` and
-    ``markdown(result: dict) -> str``; its targets, if any, are judged with :func:`verdict`."""
+def script_section(topic, title, *, quick_args=None, full_args=(), estimate_s=60.0) -> Section:
+    """A section run by the stand-alone script bench/<topic>.py in a child process.
+
+    The script prints its own tables and verdicts (judged with :func:`verdict`); its output is the
+    section's markdown.  ``quick_args`` (None: not part of ``--quick``) and ``full_args`` are its
+    flags; ``{out}`` in them is replaced by the run's output folder.
+    """
     def run(args, result):
-        module = _bench_module(topic)
-        figures = module.run(quick=args.quick, repeats=args.repeats)
-        figures["markdown"] = module.markdown(figures)
-        return figures
+        script = Path(__file__).resolve().parent.parent / "bench" / f"{topic}.py"
+        if not script.is_file():
+            raise FileNotFoundError(f"no benchmark script {script} (it lives in a source checkout)")
+        out = Path(args.out) if args.out else default_out()
+        flags = [a.format(out=out) for a in (quick_args if args.quick else full_args)]
+        proc = subprocess.run([sys.executable, str(script), *flags], capture_output=True, text=True,
+                              env=_python_env())
+        _say(proc.stdout.rstrip())
+        if proc.returncode != 0:
+            _say(proc.stderr.rstrip()[-2000:])
+        return {"command": " ".join(["python", f"bench/{topic}.py", *flags]), "returncode": proc.returncode,
+                "markdown": f"`python bench/{topic}.py {' '.join(flags)}` (exit status {proc.returncode})\n\n"
+                            + proc.stdout.rstrip()}
 
-    return Section(topic, title, run, estimate_s=lambda args: estimate_s, quick=quick)
+    return Section(topic, title, run, estimate_s=lambda args: estimate_s, quick=quick_args is not None)
 
 
-def _bench_module(topic):
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "bench" / f"{topic}.py"
-    spec = importlib.util.spec_from_file_location(f"nbmlp_bench_{topic}", path)
-    if spec is None or not path.is_file():
-        raise FileNotFoundError(f"no benchmark module {path} (it lives in a source checkout)")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SECTIONS += [
+    script_section("training", "training on the users' paths: estimators vs scikit-learn and PyTorch, busy neighbour",
+                   quick_args=("--quick", "--no-busy"), full_args=(), estimate_s=240.0),
+    script_section("gemm", "packed products against OpenBLAS (GF/s, share of peak)",
+                   full_args=("--out", "{out}"), estimate_s=300.0),
+    script_section("threads", "serial or parallel, threading layers, a busy neighbour",
+                   full_args=("--json", "{out}/threads.json"), estimate_s=240.0),
+    script_section("dask_scaling", "gradient throughput on 1 and 2 Dask workers (1 GB)",
+                   full_args=("--json", "{out}/dask_scaling.json"), estimate_s=600.0),
+]
 
 
 def _say(text):

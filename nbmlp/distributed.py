@@ -351,11 +351,11 @@ def run_trainer(trainer, X, T, epochs: int):
         raise ValueError("validation and early stopping are not available on dask arrays: "
                          "train without them and score a held-out dask array afterwards")
     batch_data = ChunkedBatch(net, X, T, persist=True)
-    trainer._load_state()  # continue from net.optimizer_state, as Trainer.run does
+    trainer.load_state()  # continue from net.optimizer_state, as Trainer.run does
     try:
         _run_epochs(trainer, batch_data, epochs)
     finally:
-        trainer._store_state()
+        trainer.store_state()
     if trainer.stop_reason is None:
         trainer.stop_reason = "max_epochs"
     return trainer

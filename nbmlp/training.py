@@ -331,7 +331,7 @@ class Trainer:
             parts = [pieces[2 * l] for l in range(L)] + [pieces[2 * l + 1] for l in range(L)]
             setattr(opt, {"velocity": "velocity", "first_moment": "m1", "second_moment": "m2"}[name], parts)
 
-    def _load_state(self):
+    def load_state(self):
         """Continue from net.optimizer_state when it belongs to this optimizer and these parameter sizes."""
         state = getattr(self.net, "optimizer_state", None)
         if not isinstance(state, dict) or state.get("optimizer") != self.optimizer_name:
@@ -351,7 +351,8 @@ class Trainer:
         if state.get("seed") == repr(self.seed) and "shuffle_state" in state:
             self.rng.bit_generator.state = json.loads(state["shuffle_state"])
 
-    def _store_state(self):
+    def store_state(self):
+        """Write the optimizer's state, counters and shuffling generator to net.optimizer_state (plain data)."""
         state = {"optimizer": self.optimizer_name, "step": int(self.optimizer.t), "epoch": int(self.epochs_run),
                  "samples_seen": int(self.samples_seen), "lr": float(self.lr), "best_loss": float(self.best_loss),
                  "best_validation_score": float(self.best_validation_score),
@@ -429,7 +430,7 @@ class Trainer:
         epochs = check_positive_int(epochs, "epochs")
         self.converged = False
         self.stop_reason = None
-        self._load_state()
+        self.load_state()
 
         validation = self.validation_data
         if validation is None and self.validation_fraction > 0.0:
@@ -451,7 +452,7 @@ class Trainer:
             else:
                 self._run_python(X, T, w, validation, epochs)
         finally:
-            self._store_state()
+            self.store_state()
         if self.stop_reason is None:
             self.stop_reason = "max_epochs"
         if self.early_stopping and self._best_params is not None:
