@@ -286,16 +286,24 @@ def implementations(sizes, X, T, lr, dtype, *, torch=True, jax=True, engines=KER
 
 
 def _calibrate(run, max_seconds) -> tuple:
-    """First call time (compile or cache load), then epochs per repeat so one repeat lasts MIN_REPEAT_SECONDS."""
+    """First call time (compile or cache load), then epochs per repeat so one repeat lasts MIN_REPEAT_SECONDS.
+
+    The epochs are found by timing whole repeats (doubling), not by scaling one epoch's time: a call's
+    fixed cost (argument checks, setting up the run: ~1 ms for ``MLP.fit``) would otherwise be
+    divided by too few epochs and reported as epoch time.
+    """
     t = time.perf_counter()
     run(1)
     first = time.perf_counter() - t
     run(2)  # warm: anything compiled lazily for a second call
-    t = time.perf_counter()
-    run(1)
-    one = max(time.perf_counter() - t, 1e-7)
-    epochs = max(1, min(int(MIN_REPEAT_SECONDS / one), 100000))
-    return first, epochs, one
+    epochs = 1
+    while True:
+        t = time.perf_counter()
+        run(epochs)
+        seconds = max(time.perf_counter() - t, 1e-7)
+        if seconds >= MIN_REPEAT_SECONDS or epochs >= 100000 or seconds >= max_seconds:
+            return first, epochs, seconds / epochs
+        epochs = min(100000, max(2 * epochs, int(epochs * MIN_REPEAT_SECONDS / seconds)))
 
 
 def time_round_robin(runners: dict, repeats: int, slow_seconds: float = 1.0) -> dict:
