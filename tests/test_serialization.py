@@ -234,3 +234,21 @@ def test_the_longest_keys_round_trip(tmp_path):
     net.save(tmp_path / "m.npz", metadata={"m" * 128: "x"})
     back, meta = nbmlp.load(tmp_path / "m.npz", return_metadata=True)
     assert back.optimizer_state == {"k" * 128: 1} and meta == {"m" * 128: "x"}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "nesterov"])
+def test_a_saved_and_loaded_model_resumes_training_exactly(optimizer, tmp_path):
+    """fit 6 epochs, save, load, fit 6 more == fit 12 in one go (optimizer state, shuffling, histories)."""
+    X, y = nbmlp.load_iris()
+    T = nbmlp.one_hot(y)
+    options = dict(lr=0.01, optimizer=optimizer, batch_size=32, seed=3)
+    whole = nbmlp.MLP((4, 6, 3), seed=0, activation="tanh", loss="cross_entropy")
+    whole.fit(X, T, epochs=12, **options)
+    first = nbmlp.MLP((4, 6, 3), seed=0, activation="tanh", loss="cross_entropy")
+    first.fit(X, T, epochs=6, **options)
+    first.save(tmp_path / "half.npz")
+    resumed = nbmlp.load(tmp_path / "half.npz")
+    resumed.fit(X, T, epochs=6, **options)
+    for got, want in zip(resumed.W + resumed.b, whole.W + whole.b, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert resumed.loss_history == whole.loss_history
