@@ -761,12 +761,13 @@ SECTIONS = [
 ]
 
 
-def script_section(topic, title, *, quick_args=None, full_args=(), estimate_s=60.0) -> Section:
+def script_section(topic, title, *, quick_args=None, full_args=(), no_torch=None, estimate_s=(60.0, 60.0)) -> Section:
     """A section run by the stand-alone script bench/<topic>.py in a child process.
 
     The script prints its own tables and verdicts (judged with :func:`verdict`); its output is the
     section's markdown.  ``quick_args`` (None: not part of ``--quick``) and ``full_args`` are its
-    flags; ``{out}`` in them is replaced by the run's output folder.
+    flags; ``{out}`` in them is replaced by the run's output folder; ``no_torch`` is the script's flag
+    for ``--no-torch``; ``estimate_s`` is (quick, full) seconds.
     """
     def run(args, result):
         script = Path(__file__).resolve().parent.parent / "bench" / f"{topic}.py"
@@ -774,6 +775,8 @@ def script_section(topic, title, *, quick_args=None, full_args=(), estimate_s=60
             raise FileNotFoundError(f"no benchmark script {script} (it lives in a source checkout)")
         out = Path(args.out) if args.out else default_out()
         flags = [a.format(out=out) for a in (quick_args if args.quick else full_args)]
+        if no_torch and args.no_torch:
+            flags.append(no_torch)
         proc = subprocess.run([sys.executable, str(script), *flags], capture_output=True, text=True,
                               env=_python_env())
         _say(proc.stdout.rstrip())
@@ -783,18 +786,19 @@ def script_section(topic, title, *, quick_args=None, full_args=(), estimate_s=60
                 "markdown": f"`python bench/{topic}.py {' '.join(flags)}` (exit status {proc.returncode})\n\n"
                             + proc.stdout.rstrip()}
 
-    return Section(topic, title, run, estimate_s=lambda args: estimate_s, quick=quick_args is not None)
+    return Section(topic, title, run, estimate_s=lambda args: estimate_s[0] if args.quick else estimate_s[1],
+                   quick=quick_args is not None)
 
 
 SECTIONS += [
     script_section("training", "training on the users' paths: estimators vs scikit-learn and PyTorch, busy neighbour",
-                   quick_args=("--quick", "--no-busy"), full_args=(), estimate_s=240.0),
+                   quick_args=("--quick", "--no-busy"), full_args=(), no_torch="--no-torch", estimate_s=(60.0, 240.0)),
     script_section("gemm", "packed products against OpenBLAS (GF/s, share of peak)",
-                   full_args=("--out", "{out}"), estimate_s=300.0),
+                   full_args=("--out", "{out}"), estimate_s=(0.0, 300.0)),
     script_section("threads", "serial or parallel, threading layers, a busy neighbour",
-                   full_args=("--json", "{out}/threads.json"), estimate_s=240.0),
+                   full_args=("--json", "{out}/threads.json"), estimate_s=(0.0, 240.0)),
     script_section("dask_scaling", "gradient throughput on 1 and 2 Dask workers (1 GB)",
-                   full_args=("--json", "{out}/dask_scaling.json"), estimate_s=600.0),
+                   full_args=("--json", "{out}/dask_scaling.json"), estimate_s=(0.0, 600.0)),
 ]
 
 
