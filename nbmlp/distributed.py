@@ -317,10 +317,15 @@ def gradient_sums(net, X, T) -> dict:
     return {"W": dW, "b": db, "loss": value, "dL_dz": None, "dL_dh": None, "z": None, "h": None}
 
 
-def fit(net, X, T, epochs, lr, *, callback=None, sample_weight=None, **options):
-    """``net.fit`` on dask arrays: a :class:`nbmlp.Trainer` (same options, same checks) run by :func:`run_trainer`."""
+def refuse_sample_weight(sample_weight) -> None:
+    """Per-sample weights are not implemented for dask arrays: a clear error instead of ignoring them."""
     if sample_weight is not None:
         raise ValueError("sample_weight is not available on dask arrays: train without it")
+
+
+def fit(net, X, T, epochs, lr, *, callback=None, sample_weight=None, **options):
+    """``net.fit`` on dask arrays: a :class:`nbmlp.Trainer` (same options, same checks) run by :func:`run_trainer`."""
+    refuse_sample_weight(sample_weight)
     run_trainer(Trainer(net, lr=lr, callback=callback, **options), X, T, epochs)
     return net
 
@@ -622,6 +627,7 @@ class Session:
 
 
 __all__ = ["CONNECT_TIMEOUT", "ChunkedBatch", "Parameters", "Session", "accuracy", "add_partials", "align",
+           "refuse_sample_weight",
            "chunk_partial", "classifier_targets", "connect", "fit", "forward", "gradient_sums",
            "is_dask_collection", "loss", "pack", "predict_blocks", "r2", "regressor_targets", "row_pair", "run_trainer",
            "tree_sum", "unpack"]

@@ -221,11 +221,6 @@ def _check_lengths(X, y):
                          f"y has {y.shape[0]}")
 
 
-def _refuse_dask_sample_weight(sample_weight):
-    if sample_weight is not None:
-        raise ValueError("sample_weight is not available on dask arrays: train without it")
-
-
 def _check_sample_weight(sample_weight, n):
     """None, or a float64 copy of non-negative finite weights, one per sample, not all zero."""
     if sample_weight is None:
@@ -633,7 +628,7 @@ class MLPClassifier(_BaseMLP):
         as the sample given twice).
         """
         if distributed.is_dask_collection(X) or distributed.is_dask_collection(y):
-            _refuse_dask_sample_weight(sample_weight)
+            distributed.refuse_sample_weight(sample_weight)
             self._validate_params()
             return self._fit(*distributed.classifier_targets(self, X, y), incremental=False)
         self._validate_params()
@@ -758,7 +753,7 @@ class MLPRegressor(_BaseMLP):
         ``sample_weight`` (n_samples,), optional: each sample's weight in the loss.
         """
         if distributed.is_dask_collection(X) or distributed.is_dask_collection(y):
-            _refuse_dask_sample_weight(sample_weight)
+            distributed.refuse_sample_weight(sample_weight)
             self._validate_params()
             X, T, one_d = distributed.regressor_targets(X, y)
             self._fit(X, T, incremental=False)

@@ -317,6 +317,10 @@ def test_fit_refuses_validation_on_dask(client):
         net.fit(chunked(X), chunked(T), epochs=2, validation_fraction=0.2)
     with pytest.raises(ValueError, match="sample_weight is not available on dask arrays"):
         net.fit(chunked(X), chunked(T), epochs=2, sample_weight=np.ones(N))
+    X_iris, y_iris = nbmlp.load_iris()
+    for estimator in (nbmlp.MLPClassifier(max_iter=2), nbmlp.MLPRegressor(max_iter=2)):
+        with pytest.raises(ValueError, match="sample_weight is not available on dask arrays"):
+            estimator.fit(chunked(X_iris, 40), da.from_array(y_iris, chunks=40), sample_weight=np.ones(150))
 
 
 def test_a_worker_that_dies_mid_fit_is_survived(client):
