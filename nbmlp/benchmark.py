@@ -26,8 +26,9 @@ Implementations:
 * ``torch``          -- PyTorch eager mode with autograd (if installed);
 * ``jax``            -- JAX, the whole step under ``jax.jit`` (if installed).
 
-The kernel engines all run the same Python epoch driver (:func:`engine_epoch`),
-with buffers allocated once.  Warm timings exclude compilation: every
+The kernel engines all run the same epoch (:func:`engine_epoch`): the pass driver
+of ``MLP`` (``forward_pass``, ``loss_value``, ``backward_pass``) with buffers
+allocated once, then the SGD update.  Warm timings exclude compilation: every
 implementation runs a few epochs first.  Implementations are timed round-robin
 (one repeat of each, then the next repeat), so the noise of a shared machine
 falls on all of them alike, with a short pause before each repeat so that the
@@ -147,21 +148,27 @@ def product_flops(sizes, n) -> int:
 
 
 def engine_epoch(ops, net, X, T, lr, timer=None):
-    """A closure that runs one epoch through the kernels of ``ops`` (buffers allocated once).
+    """A closure that runs one epoch of ``net`` through the kernels of ``ops`` and returns its loss.
 
-    With ``timer`` (a dict), each kernel call's time is added to timer[name].
+    The epoch is the net's own pass driver -- ``MLP.forward_pass`` (σ(X) included:
+    nothing is cached between epochs), ``MLP.loss_value``, ``MLP.backward_pass``
+    without ∂L/∂X -- then ``sgd_update`` of every parameter.  The first epoch
+    allocates the buffers of the passes; later ones refill them.  With ``timer``
+    (a dict), each kernel call's time is added to timer[name].
     """
-    from .fused import kernel_pass
-
     if timer is not None:
         ops = _timed(ops, timer)
-    h0 = np.empty_like(X)
-    one_pass = kernel_pass(ops, net, h0, T)
+    params = [a.reshape(-1) for a in net.W + net.b]
+    forward = backward = grads = None
 
     def epoch():
-        ops.sigmoid_forward(h0, X)  # every epoch: this is the plain epoch of an engine, nothing cached
-        loss = one_pass.step()
-        for p, g in zip(one_pass.params, one_pass.grads):
+        nonlocal forward, backward, grads
+        forward = net.forward_pass(X, out=forward, ops=ops)
+        loss = net.loss_value(*forward, T, ops=ops)
+        backward = net.backward_pass(*forward, T, input_gradients=False, out=backward, ops=ops)
+        if grads is None:
+            grads = [g.reshape(-1) for g in backward[0] + backward[1]]
+        for p, g in zip(params, grads):
             ops.sgd_update(p, g, lr)
         return loss
 

@@ -191,32 +191,37 @@ class MLP:
 
     # -- the passes ------------------------------------------------------------
 
-    def forward_pass(self, X):
-        """z[l], h[l] for l = 0..L on a checked batch X (see :meth:`check_X`)."""
-        ops = self._ops
-        z, h = [X], []
-        if self.input_sigmoid:
-            h0 = np.empty_like(X)
-            ops.sigmoid_forward(h0, X)
+    def forward_pass(self, X, *, out=None, ops=None):
+        """z[l], h[l] for l = 0..L on a checked batch X (see :meth:`check_X`).
+
+        ``out``: the (z, h) of an earlier call on a batch of the same shape; its arrays are refilled
+        and returned, nothing is allocated.  ``ops``: the kernels to run instead of the net's engine's
+        (a namespace with every name in ``nbmlp.engines.KERNEL_NAMES``).
+        """
+        ops = self._ops if ops is None else ops
+        if out is None:
+            n = X.shape[0]
+            z = [X] + [np.empty((n, d), dtype=self.dtype) for d in self.sizes[1:]]
+            h = [np.empty_like(X) if self.input_sigmoid else X] + [np.empty_like(z_l) for z_l in z[1:]]
         else:
-            h0 = X
-        h.append(h0)
-        n = X.shape[0]
-        for l in range(1, self.n_layers + 1):
-            z_l = np.empty((n, self.sizes[l]), dtype=self.dtype)
-            ops.linear_forward(z_l, h[l - 1], self.W[l - 1], self.b[l - 1])
-            h_l = np.empty_like(z_l)
-            getattr(ops, ACTIVATIONS[self.activations[l - 1]][0])(h_l, z_l)
-            z.append(z_l)
-            h.append(h_l)
+            z, h = out
+            z[0] = X
+            if not self.input_sigmoid:
+                h[0] = X
+        if self.input_sigmoid:
+            ops.sigmoid_forward(h[0], X)
+        for l, (W, b, activation) in enumerate(zip(self.W, self.b, self.activations), start=1):
+            ops.linear_forward(z[l], h[l - 1], W, b)
+            getattr(ops, ACTIVATIONS[activation][0])(h[l], z[l])
         return z, h
 
-    def loss_value(self, z, h, T, sample_weight=None) -> float:
+    def loss_value(self, z, h, T, sample_weight=None, *, ops=None) -> float:
         """The loss of a forward pass (z, h) against T; with ``sample_weight`` (n,) float64, the weighted
-        form of :mod:`nbmlp.compiled` (each sample's term times w_i, means over Σ w_i)."""
+        form of :mod:`nbmlp.compiled` (each sample's term times w_i, means over Σ w_i).  ``ops`` as in
+        :meth:`forward_pass`."""
         out = z[-1] if self._loss.fused_softmax else h[-1]
         if sample_weight is None:
-            return float(getattr(self._ops, self._loss.loss_kernel)(out, T))
+            return float(getattr(self._ops if ops is None else ops, self._loss.loss_kernel)(out, T))
         w = np.asarray(sample_weight, dtype=np.float64)
         if self._loss.fused_softmax:
             z64 = out.astype(np.float64)
@@ -228,41 +233,40 @@ class MLP:
             return float(0.5 * np.sum(w * per_sample))
         return float(np.sum(w * per_sample) / (w.sum() * out.shape[1]))
 
-    def backward_pass(self, z, h, T, *, input_gradients=True, sample_weight=None):
-        """dL/dW, dL/db and the per-layer dL/dz, dL/dh (l = L down to 0); ``sample_weight`` as in
-        :meth:`loss_value`."""
-        ops = self._ops
+    def _backward_buffers(self, h, input_gradients):
+        """dW, db, dz, dh for :meth:`backward_pass`: an array where the pass writes, None elsewhere."""
         L = self.n_layers
-        dW = [np.empty_like(w) for w in self.W]
-        db = [np.empty_like(b) for b in self.b]
-        dz = [None] * (L + 1)
-        dh = [None] * (L + 1)
+        dz = [None] + [np.empty_like(h_l) for h_l in h[1:]]
+        dh = [None] + [np.empty_like(h_l) for h_l in h[1:]]
         if self._loss.fused_softmax:
-            dz[L] = np.empty_like(h[L])
-            getattr(ops, self._loss.backward_kernel)(dz[L], h[L], T)
-        else:
-            dh[L] = np.empty_like(h[L])
-            getattr(ops, self._loss.backward_kernel)(dh[L], h[L], T)
+            dh[L] = None  # the loss differentiates straight to dL/dz_L
+        if input_gradients:
+            dh[0] = np.empty_like(h[0])
+            dz[0] = np.empty_like(h[0]) if self.input_sigmoid else dh[0]
+        return [np.empty_like(w) for w in self.W], [np.empty_like(b) for b in self.b], dz, dh
+
+    def backward_pass(self, z, h, T, *, input_gradients=True, sample_weight=None, out=None, ops=None):
+        """dL/dW, dL/db and the per-layer dL/dz, dL/dh (l = L down to 0); ``sample_weight`` as in
+        :meth:`loss_value`.  ``out``: the result of an earlier call with the same shapes and
+        ``input_gradients``, refilled; ``ops`` as in :meth:`forward_pass`."""
+        ops = self._ops if ops is None else ops
+        L = self.n_layers
+        dW, db, dz, dh = self._backward_buffers(h, input_gradients) if out is None else out
+        top = dz[L] if self._loss.fused_softmax else dh[L]
+        getattr(ops, self._loss.backward_kernel)(top, h[L], T)
         if sample_weight is not None:  # the unweighted kernels' rows, times w_i (and n / Σw for means)
             w = np.asarray(sample_weight, dtype=np.float64)
             scale = w if self.loss_name == "half_sse" else w * (w.size / w.sum())
-            top = dz[L] if self._loss.fused_softmax else dh[L]
             top *= scale[:, None].astype(top.dtype)
         for l in range(L, 0, -1):
-            if dz[l] is None:
-                dz[l] = np.empty_like(h[l])
+            if not (l == L and self._loss.fused_softmax):  # that loss gives dL/dz_L itself
                 getattr(ops, ACTIVATIONS[self.activations[l - 1]][1])(dz[l], dh[l], h[l])
             ops.linear_backward_weight(dW[l - 1], dz[l], h[l - 1])
             ops.linear_backward_bias(db[l - 1], dz[l])
             if l > 1 or input_gradients:
-                dh[l - 1] = np.empty_like(h[l - 1])
                 ops.linear_backward_input(dh[l - 1], dz[l], self.W[l - 1])
-        if input_gradients:
-            if self.input_sigmoid:
-                dz[0] = np.empty_like(h[0])
-                ops.sigmoid_backward(dz[0], dh[0], h[0])
-            else:
-                dz[0] = dh[0]
+        if input_gradients and self.input_sigmoid:
+            ops.sigmoid_backward(dz[0], dh[0], h[0])
         return dW, db, dz, dh
 
     # -- public API ------------------------------------------------------------
