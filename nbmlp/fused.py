@@ -1,17 +1,18 @@
-r"""Full-batch training with the whole epoch loop compiled: the fast path of ``MLP.fit``.
+r"""Full-batch training with the whole epoch loop compiled, samples along the vectors: ``MLP.fit`` on small nets.
 
 :func:`fit_full_batch` runs ``epochs`` steps of plain full-batch gradient descent,
 W_l <- W_l - lr ∂L/∂W_l and b_l <- b_l - lr ∂L/∂b_l, and returns the loss of
 every epoch (each computed before that epoch's update, as ``MLP.fit`` records
 it).  :mod:`nbmlp.training` calls it when a run is plain full-batch SGD with
-nothing to do between epochs.  The formulas are those of :mod:`nbmlp.kernels`;
+nothing to do between epochs, on a network of at most :data:`SMALL_MAX_WORK`
+multiply-adds per forward pass (e.g. the note's 4-5-3 on Iris); every other run
+trains in :mod:`nbmlp.compiled`.  The formulas are those of :mod:`nbmlp.kernels`;
 what differs is where the loops live:
 
-* **Small networks** (at most :data:`SMALL_MAX_WORK` multiply-adds per forward
-  pass, e.g. the note's 4-5-3 on Iris) run every epoch inside one compiled
-  function (:func:`_train_small`), serial: no Python between kernels, no
-  parallel-region start-up, no allocation per epoch.  More changes against
-  the literal loops, each measured on 4-5-3, n = 150 (bench/RESULTS.md):
+* Every epoch runs inside one compiled function (:func:`_train_small`), serial:
+  no Python between kernels, no parallel-region start-up, no allocation per
+  epoch.  More changes against the literal loops, each measured on 4-5-3,
+  n = 150 (bench/RESULTS.md):
 
   - the batch is stored **transposed** (one row per unit, n samples along the
     row), so with d = 3..5 units every loop still runs n long, unit stride,
@@ -40,12 +41,6 @@ what differs is where the loops live:
     in Numba, each reshape a runtime call; together about a fifth of the
     epoch before).
 
-* **Larger networks** run the epoch loop in Python over the kernels of the
-  tuned tier (:mod:`nbmlp.kernels_tuned`), which choose serial or parallel by
-  the work of each call; σ(X) is still computed once and every buffer is
-  allocated once.  Here a kernel call takes milliseconds, so the Python
-  between calls costs nothing measurable.
-
 Results agree with ``MLP.fit`` on the literal ``"loops"`` engine up to
 rounding (the sums are the same, a few are added in another order and
 multiply-adds are fused; float32 nets compute σ in float32); the tests hold the
@@ -68,7 +63,6 @@ as ``losses``.
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 from numba import njit, types
@@ -94,11 +88,12 @@ from .ops import ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, LOSS_CROSS_ENTROP
 ACTIVATION_CODES = {name: ops.ACTIVATIONS[name].code for name in ("identity", "sigmoid", "tanh", "relu", "softmax")}
 LOSS_CODES = {name: op.code for name, op in ops.LOSSES.items()}
 
-#: Networks with at most this many multiply-adds per forward pass,
-#: n * Σ_l d_{l-1} d_l, train in the compiled serial loop; larger ones over the
-#: tuned kernels, which can use every core.  Measured on 64-128-10 (2 cores,
-#: the sweep in bench/RESULTS.md): the serial compiled loop wins up to n = 32
-#: (0.3 M), the two tie at n = 128 (1.2 M), the kernels win from n = 512 (4.8 M).
+#: :mod:`nbmlp.training` sends plain full-batch runs of networks with at most this many
+#: multiply-adds per forward pass, n * Σ_l d_{l-1} d_l, to this serial loop; larger ones
+#: train in :mod:`nbmlp.compiled`, whose products can use every core.  Measured on
+#: 64-128-10 (2 cores, the sweep in bench/RESULTS.md) against the tuned kernels: the
+#: serial loop wins up to n = 32 (0.3 M), the two tie at n = 128 (1.2 M), the kernels
+#: win from n = 512 (4.8 M).
 SMALL_MAX_WORK = 1 << 20
 
 
@@ -524,101 +519,22 @@ def fit_small(net, X, T, epochs, lr, callback):
     return losses
 
 
-def kernel_pass(ops, net, h0, T):
-    """One full-batch forward + loss + backward pass through the kernels of ``ops``, buffers allocated once.
-
-    ``h0`` (n, d0) is the input layer's output, σ(X) or X; it is held by
-    reference, so a caller may refill it between passes.  Returns a namespace:
-    ``step()`` runs the pass and returns the loss, leaving ∂L/∂W_l, ∂L/∂b_l in
-    ``grads`` -- flat views, in the order of ``params``, the flat views of
-    ``net.W + net.b`` that an update rule writes.  Shared by :func:`fit_kernels`
-    and the benchmark's per-engine epoch (``nbmlp.benchmark.engine_epoch``).
-    """
-    from .network import ACTIVATIONS, LOSSES
-
-    spec = LOSSES[net.loss_name]
-    n = h0.shape[0]
-    L = net.n_layers
-    z = [None] + [np.empty((n, d), net.dtype) for d in net.sizes[1:]]
-    h = [h0] + [np.empty((n, d), net.dtype) for d in net.sizes[1:]]
-    dz = [None] + [np.empty((n, d), net.dtype) for d in net.sizes[1:]]
-    dh = [None] + [np.empty((n, d), net.dtype) for d in net.sizes[1:]]
-    dW = [np.empty_like(W) for W in net.W]
-    db = [np.empty_like(b) for b in net.b]
-    forward = [getattr(ops, ACTIVATIONS[a][0]) for a in net.activations]
-    backward = [None if ACTIVATIONS[a][1] is None else getattr(ops, ACTIVATIONS[a][1]) for a in net.activations]
-    loss_kernel = getattr(ops, spec.loss_kernel)
-    loss_backward = getattr(ops, spec.backward_kernel)
-
-    def step() -> float:
-        for l in range(1, L + 1):
-            ops.linear_forward(z[l], h[l - 1], net.W[l - 1], net.b[l - 1])
-            forward[l - 1](h[l], z[l])
-        loss = float(loss_kernel(z[L] if spec.fused_softmax else h[L], T))
-        if spec.fused_softmax:
-            loss_backward(dz[L], h[L], T)
-        else:
-            loss_backward(dh[L], h[L], T)
-        for l in range(L, 0, -1):
-            if not (spec.fused_softmax and l == L):
-                backward[l - 1](dz[l], dh[l], h[l])
-            ops.linear_backward_weight(dW[l - 1], dz[l], h[l - 1])
-            ops.linear_backward_bias(db[l - 1], dz[l])
-            if l > 1:
-                ops.linear_backward_input(dh[l - 1], dz[l], net.W[l - 1])
-        return loss
-
-    return SimpleNamespace(step=step, params=[a.reshape(-1) for a in net.W + net.b],
-                           grads=[a.reshape(-1) for a in dW + db])
-
-
-def fit_kernels(net, X, T, epochs, lr, callback):
-    """The epoch loop in Python over the tuned kernels; buffers allocated once, σ(X) computed once."""
-    ops = tuned
-    if net.input_sigmoid:
-        h0 = np.empty_like(X)
-        ops.sigmoid_forward(h0, X)
-    else:
-        h0 = X
-    one_pass = kernel_pass(ops, net, h0, T)
-    params, grads = one_pass.params, one_pass.grads
-    snapshot = [p.copy() for p in params]
-    have_snapshot = False
-    losses = np.empty(epochs, dtype=np.float64)
-    for epoch in range(epochs):
-        loss = one_pass.step()
-        losses[epoch] = loss
-        if not (math.isfinite(loss) and all(np.isfinite(g).all() for g in grads)):
-            if have_snapshot:
-                for p, s in zip(params, snapshot):
-                    p[...] = s
-            raise _non_finite(net, epoch + 1, loss, lr, losses[:epoch])
-        for p, s, g in zip(params, snapshot, grads):
-            np.copyto(s, p)
-            ops.sgd_update(p, g, lr)
-        have_snapshot = True
-        if callback is not None:
-            callback(epoch + 1, loss)
-    return losses
-
-
 def fit_full_batch(net, X, T, epochs: int, lr: float, *, callback=None) -> np.ndarray:
     """Train ``net`` in place by full-batch gradient descent; returns the per-epoch losses (float64).
 
     X: (n, d0) and T: (n, dL), C-contiguous, in the net's dtype (already
     checked); ``epochs`` >= 1, ``lr`` > 0.  Each loss is computed before that
     epoch's update.  ``callback(epoch, loss)``, if given, runs after every
-    epoch with the parameters already updated (small networks then run one
-    compiled epoch per call).  Raises ``FloatingPointError`` (parameters of the
-    last finite loss restored) when a loss or gradient is not finite; the
-    finite losses of the epochs before are then appended to
-    ``net.loss_history`` (on success the caller appends the returned losses)
-    and also attached to the error as ``err.losses``.
+    epoch with the parameters already updated (one compiled epoch per call).
+    Raises ``FloatingPointError`` (parameters of the last finite loss restored)
+    when a loss or gradient is not finite; the finite losses of the epochs
+    before are then appended to ``net.loss_history`` (on success the caller
+    appends the returned losses) and also attached to the error as ``err.losses``.
+    Any network :func:`supports` trains here, serially; :mod:`nbmlp.training`
+    sends only those up to :data:`SMALL_MAX_WORK`.
     """
     if not supports(net):
         raise ValueError(f"nbmlp.fused does not support {net!r}")
     epochs = int(epochs)
     lr = float(lr)
-    if forward_work(net, X.shape[0]) <= SMALL_MAX_WORK:
-        return fit_small(net, X, T, epochs, lr, callback)
-    return fit_kernels(net, X, T, epochs, lr, callback)
+    return fit_small(net, X, T, epochs, lr, callback)

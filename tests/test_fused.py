@@ -1,10 +1,8 @@
 """nbmlp.fused: the compiled full-batch loop against MLP.fit's Python loop over the literal kernels.
 
-Both paths of fit_full_batch are checked -- the compiled epoch loop (small
-networks) and the Python loop over the tuned kernels (large ones, forced here
-by lowering SMALL_MAX_WORK) -- on loss trajectories and final parameters, for
-every activation and loss, several depths, layers narrower and wider than the
-register tile, n = 1 and width-1 layers.
+Checked on loss trajectories and final parameters, for every activation and
+loss, several depths, layers narrower and wider than the register tile, n = 1
+and width-1 layers.
 """
 
 from __future__ import annotations
@@ -64,17 +62,10 @@ def _assert_same_training(expected_net, net, losses, dtype, what):
         assert err <= tol, f"{what}: parameters differ by {err:.2e}"
 
 
-@pytest.fixture(params=["compiled loop", "kernel loop"])
-def path(request, monkeypatch):
-    if request.param == "kernel loop":
-        monkeypatch.setattr(fused, "SMALL_MAX_WORK", -1)
-    return request.param
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", list(NETWORKS))
 @pytest.mark.parametrize("n", [1, 13, 32, 150])
-def test_fit_full_batch_follows_mlp_fit(name, n, dtype, path, rng):
+def test_fit_full_batch_follows_mlp_fit(name, n, dtype, rng):
     config = NETWORKS[name]
     expected_net, net = _pair(config, dtype)
     X, T = _data(rng, config["sizes"], n, dtype, config.get("loss", "half_sse"))
@@ -82,10 +73,10 @@ def test_fit_full_batch_follows_mlp_fit(name, n, dtype, path, rng):
     expected_net.fit(X, T, epochs=EPOCHS, lr=lr, compiled=False)
     losses = fused.fit_full_batch(net, X, T, EPOCHS, lr)
     assert losses.shape == (EPOCHS,) and losses.dtype == np.float64
-    _assert_same_training(expected_net, net, losses, dtype, f"{name}, n={n}, {path}")
+    _assert_same_training(expected_net, net, losses, dtype, f"{name}, n={n}")
 
 
-def test_relu_network_follows_mlp_fit(rng, path):
+def test_relu_network_follows_mlp_fit(rng):
     config = dict(sizes=(5, 12, 10, 2), activation=["relu", "relu", "identity"], loss="mse")
     expected_net, net = _pair(config, "float64")
     X, T = _data(rng, config["sizes"], 40, "float64")
@@ -102,7 +93,7 @@ def test_iris_main_job_network_matches_literal_loops():
     _assert_same_training(expected_net, net, losses, "float64", "Iris 4-5-3, 300 epochs")
 
 
-def test_callback_sees_every_epoch_and_the_same_run(rng, path):
+def test_callback_sees_every_epoch_and_the_same_run(rng):
     config = NETWORKS["note 4-5-3"]
     a, b = _pair(config, "float64")
     X, T = _data(rng, config["sizes"], 30, "float64")
@@ -121,7 +112,7 @@ def test_callback_sees_every_epoch_and_the_same_run(rng, path):
         np.testing.assert_array_equal(p, q)
 
 
-def test_non_finite_restores_last_finite_parameters(rng, path):
+def test_non_finite_restores_last_finite_parameters(rng):
     X = rng.normal(scale=30.0, size=(6, 3))
     T = rng.normal(size=(6, 2))
     net = MLP((3, 4, 2), seed=1, activation="identity", input_sigmoid=False)
@@ -159,26 +150,3 @@ def test_mlp_fit_runs_the_compiled_loop(rng):
     trainer.run(X, T, 5)
     assert trainer.used_compiled_loop
     assert len(trainer.net.loss_history) == 5
-
-
-def test_kernel_loop_is_bit_identical_with_one_and_two_threads(rng, monkeypatch):
-    import numba
-
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba was started with a single thread")
-    monkeypatch.setattr(fused, "SMALL_MAX_WORK", -1)  # the kernel loop: tuned kernels, some parallel
-    from nbmlp import parallel
-
-    monkeypatch.setattr(parallel, "PARALLEL_MIN_WORK", 0)
-    X, T = _data(rng, (30, 70, 10), 300, "float64")
-    runs = []
-    for threads in (1, numba.config.NUMBA_NUM_THREADS):
-        numba.set_num_threads(threads)
-        try:
-            net = MLP((30, 70, 10), seed=2)
-            runs.append((fused.fit_full_batch(net, X, T, 3, 0.001), net.W + net.b))
-        finally:
-            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    np.testing.assert_array_equal(runs[0][0], runs[1][0])
-    for p, q in zip(runs[0][1], runs[1][1], strict=True):
-        np.testing.assert_array_equal(p, q)
