@@ -479,6 +479,7 @@ class Trainer:
         n = X.shape[0]
         timer = engine.StepTimer()
         interrupt = _DeferredInterrupt()
+        variant = fused.variant(net)  # what the compiled loop is compiled for
         done = 0
         try:
             while done < epochs:
@@ -486,8 +487,8 @@ class Trainer:
                 before = [p.copy() for p in net.W + net.b]
                 timer.start()
                 try:
-                    with engine.compile_watch(("fused", net.dtype.name, net.n_layers), f"{net.dtype.name}, "
-                                              f"{net.n_layers} layer(s), full batch"):
+                    with engine.compile_watch(("fused", net.dtype.name, variant),
+                                              f"{net.dtype.name}, {variant}, full batch"):
                         losses = fused.fit_full_batch(net, X, T, k, self.lr)
                 except FloatingPointError as err:  # fused put its finite losses on the net already
                     recorded = err.losses.tolist()

@@ -2,10 +2,16 @@
 
 Checked on loss trajectories and final parameters, for every activation and
 loss, several depths, layers narrower and wider than the register tile, n = 1
-and width-1 layers.
+and width-1 layers; and what a network's first run compiles (only its variant's
+branches).
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +20,8 @@ from conftest import rel_err
 import nbmlp
 from nbmlp import MLP, fused
 from nbmlp.training import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: Largest accepted normwise relative difference of the loss trajectory and the
 #: final parameters after EPOCHS epochs, per dtype.  float64: the two paths add
@@ -34,6 +42,8 @@ NETWORKS = {
     "wide layers (register tile)": dict(sizes=(20, 17, 9, 12), activation=["sigmoid", "tanh", "sigmoid"]),
     "wide, narrow output (dL/dW transposed)": dict(sizes=(18, 33, 3), loss="cross_entropy"),
     "width-1 layers": dict(sizes=(1, 1, 3, 1)),
+    "relu hidden, tanh output": dict(sizes=(3, 6, 2), activation=["relu", "tanh"], loss="mse"),
+    "identity hidden, relu output": dict(sizes=(3, 5, 4, 2), activation=["tanh", "identity", "relu"]),
 }
 
 
@@ -150,3 +160,57 @@ def test_mlp_fit_runs_the_compiled_loop(rng):
     trainer.run(X, T, 5)
     assert trainer.used_compiled_loop
     assert len(trainer.net.loss_history) == 5
+
+
+def test_variant_says_what_a_network_compiles():
+    note = fused.variant(MLP((4, 5, 3)))
+    assert note == fused.Variant(("sigmoid",), "sigmoid", wide=False, narrow=True)
+    assert str(note) == "sigmoid (sigmoid output), narrow layers"
+    mixed = fused.variant(MLP((18, 33, 3), loss="cross_entropy"))
+    assert mixed == fused.Variant(("sigmoid", "softmax"), "softmax", wide=True, narrow=True)
+    assert str(mixed) == "sigmoid, softmax (softmax output), narrow and wide layers"
+    assert fused.variant(MLP((20, 17, 9), activation=["tanh", "sigmoid"])).narrow is False
+    # one compiled loop per variant, whatever the sizes and the loss of the squared family
+    assert fused.compiled_loop(note) is fused.compiled_loop(fused.variant(MLP((2, 7, 6, 1), loss="mse")))
+
+
+#: A fresh process with an empty Numba cache trains the note's network and prints what compiled.
+COLD_FIT = r"""
+from numba.core import event
+
+compiled = []
+
+
+class Listener(event.Listener):
+    def on_start(self, ev):
+        pass
+
+    def on_end(self, ev):
+        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+
+
+event.register("numba:compile", Listener())
+import nbmlp
+
+X, y = nbmlp.load_iris()
+nbmlp.MLP((4, 5, 3), seed=0).fit(X, nbmlp.one_hot(y, 3), epochs=3, lr=0.01)
+print("\n".join(compiled))
+"""
+
+
+@pytest.mark.slow
+def test_a_first_fit_compiles_only_its_variants_branches(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("NBMLP_QUIET", None)
+    result = subprocess.run([sys.executable, "-c", COLD_FIT], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=900, check=True)
+    compiled = result.stdout.split()
+    assert "compiled_loop.<locals>.train" in compiled and "_sigmoid_layer" in compiled
+    for piece in ("_product", "_transpose_into", "_combine_layer", "_bias_sigmoid", "_bias_tanh", "_bias_relu",
+                  "_bias_softmax", "_bias_identity", "_cross_entropy", "_activation_backward",
+                  "_weight_gradient_wide"):
+        assert piece not in compiled, f"{piece} compiled for the note's sigmoid network"
+    assert compiled.count("_combine_rows") == 1  # forward and backward share one specialization
+    # the notice names what compiles (it appears when compiling takes over a second, as it does here)
+    assert ("nbmlp: compiling the training loop for float64, sigmoid (sigmoid output), narrow layers, full batch"
+            in result.stderr)
