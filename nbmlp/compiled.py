@@ -137,13 +137,15 @@ def activation_work(act):
 
 
 @jit(**ENGINE_FLAGS)
-def activation_forward_rows(h, z, b, act, lo, hi):
-    r"""z_ik <- z_ik + b_k, then h_ik = act(z_ik) for rows lo <= i < hi (softmax: over k of each row i).
+def activation_forward_rows(h, z, b, act):
+    r"""z_ik <- z_ik + b_k, then h_ik = act(z_ik) for every row i of z (softmax: over k of each row i).
 
-    h, z: (>= hi, d); b: (d,).  The bias is added here, fused with the activation.
+    h, z: (rows, d), a block of rows of the layer's arrays; b: (d,).  The bias
+    is added here, fused with the activation.  (A block is passed as slices, so
+    every index starts at 0 and the loops vectorize.)
     """
     d = z.shape[1]
-    for i in range(lo, hi):
+    for i in range(z.shape[0]):
         for k in range(d):
             z[i, k] += b[k]
         if act == ACT_SIGMOID:  # the tuned tier's vectorizable σ, in float64 (about 1 ulp)
@@ -182,18 +184,19 @@ def _activation_forward(h, z, b, act, B):
     r"""z_ik <- z_ik + b_k, h_ik = act(z_ik) for the first B rows, in blocks (:func:`activation_forward_rows`)."""
     nb = blocks(B * z.shape[1] * activation_work(act))
     if nb == 1:
-        activation_forward_rows(h, z, b, act, 0, B)
+        activation_forward_rows(h[:B], z[:B], b, act)
         return
     for c in prange(nb):
-        activation_forward_rows(h, z, b, act, c * B // nb, (c + 1) * B // nb)
+        lo, hi = c * B // nb, (c + 1) * B // nb
+        activation_forward_rows(h[lo:hi], z[lo:hi], b, act)
 
 
 activation_forward = compile_twice(_activation_forward, ENGINE_FLAGS)
 
 
 @jit(**ENGINE_FLAGS)
-def activation_backward_rows(g, h, act, lo, hi):
-    r"""∂L/∂z = ∂L/∂h ⊙ act'(z), in place in g (rows lo <= i < hi), written from the saved output h:
+def activation_backward_rows(g, h, act):
+    r"""∂L/∂z = ∂L/∂h ⊙ act'(z), in place in g (a block of rows), written from the saved output h:
 
     sigmoid h(1 - h); tanh 1 - h^2; relu [h > 0]; leaky_relu 1 if h > 0 else 0.01;
     softplus σ(z) = 1 - e^{-h}; identity 1.  (softmax's backward is fused with
@@ -202,7 +205,7 @@ def activation_backward_rows(g, h, act, lo, hi):
     d = g.shape[1]
     if act == ACT_IDENTITY or act == ACT_SOFTMAX:
         return
-    for i in range(lo, hi):
+    for i in range(g.shape[0]):
         for k in range(d):
             y = h[i, k]
             if act == ACT_SIGMOID:
@@ -223,10 +226,11 @@ def _activation_backward(g, h, act, B):
         return
     nb = blocks(B * g.shape[1] * (EXP_WORK if act == ACT_SOFTPLUS else 1))
     if nb == 1:
-        activation_backward_rows(g, h, act, 0, B)
+        activation_backward_rows(g[:B], h[:B], act)
         return
     for c in prange(nb):
-        activation_backward_rows(g, h, act, c * B // nb, (c + 1) * B // nb)
+        lo, hi = c * B // nb, (c + 1) * B // nb
+        activation_backward_rows(g[lo:hi], h[lo:hi], act)
 
 
 activation_backward = compile_twice(_activation_backward, ENGINE_FLAGS)
@@ -285,11 +289,13 @@ def loss_backward(g, h, T, w, B, wsum, loss):
 @jit(**ENGINE_FLAGS)
 def bias_backward_columns(db, g, B, lo, hi):
     r"""∂L/∂b_k = Σ_i ∂L/∂z_ik over the first B rows, i ascending, for columns lo <= k < hi."""
-    for k in range(lo, hi):
-        db[k] = 0.0
+    part = db[lo:hi]
+    for k in range(hi - lo):
+        part[k] = 0.0
     for i in range(B):
-        for k in range(lo, hi):
-            db[k] += g[i, k]
+        row = g[i, lo:hi]
+        for k in range(hi - lo):
+            part[k] += row[k]
 
 
 def _bias_backward(db, g, B):
@@ -306,20 +312,32 @@ def _bias_backward(db, g, B):
 bias_backward = compile_twice(_bias_backward, ENGINE_FLAGS)
 
 
+#: :func:`l2_forward` keeps this many partial sums: slot m goes to sum m % L2_LANES.
+L2_LANES = 8
+
+
 @jit(**ENGINE_FLAGS)
 def l2_forward(W):
-    r"""½ Σ_jk w_jk^2 (float64), the decay term of the loss before its factor λ."""
-    acc = 0.0
-    for m in range(W.shape[0]):
-        acc += np.float64(W[m]) * np.float64(W[m])
-    return 0.5 * acc
+    r"""½ Σ_m w_m^2 (float64) over a flat weight vector, the decay term of the loss before its factor λ.
 
-
-@jit(**ENGINE_FLAGS)
-def l2_backward(gW, W, decay):
-    r"""∂/∂w of λ ½ Σ w^2 added to the weight gradient: g_m <- g_m + λ w_m (weights only)."""
-    for m in range(W.shape[0]):
-        gW[m] = gW[m] + decay * W[m]
+    Summed in :data:`L2_LANES` interleaved partial sums, then those in order, then
+    the last n % L2_LANES slots: a fixed order (the same on every machine and for
+    any thread count) that the compiler can keep in one vector register.
+    """
+    n = W.shape[0]
+    full = n - n % L2_LANES
+    acc = np.zeros(L2_LANES)
+    for m in range(0, full, L2_LANES):
+        for j in range(L2_LANES):
+            x = np.float64(W[m + j])
+            acc[j] += x * x
+    total = 0.0
+    for j in range(L2_LANES):
+        total += acc[j]
+    for m in range(full, n):
+        x = np.float64(W[m])
+        total += x * x
+    return 0.5 * total
 
 
 # ---------------------------------------------------------------------------
@@ -328,41 +346,53 @@ def l2_backward(gW, W, decay):
 
 
 @jit(**ENGINE_FLAGS)
-def update_slots(p, g, snap, s1, s2, rule, lr, momentum, beta1, beta2, step, eps_hat, lo, hi):
-    r"""Slots lo <= m < hi of the flat parameter p: keep p_m in snap, then the rule's update with gradient g.
+def update_slots(p, g, snap, s1, s2, rule, lr, momentum, beta1, beta2, step, eps_hat, decay):
+    r"""Every slot m of the flat parameter p (or of a block of it): keep p_m in snap, then the rule's update
+    with the gradient g_m + λ p_m (λ = decay: L2 weight decay, 0 for biases).
 
     sgd p <- p - lr g; momentum, nesterov: :func:`nbmlp.optim.momentum_slot`,
     :func:`nbmlp.optim.nesterov_slot` (s1 = v; momentum 0 is sgd); adam:
     :func:`nbmlp.optim.adam_slot` (s1 = m, s2 = v; step, eps_hat from
     :func:`nbmlp.optim.adam_scalars`).  Returns how many updated slots are not
-    finite (x - x is 0 for every finite x, nan for inf and nan).
+    finite (x - x is 0 for every finite x, nan for inf and nan).  A block is
+    passed as slices, so every index starts at 0 and the loops vectorize.
     """
     bad = 0
     if rule == OPT_ADAM:
-        for m in range(lo, hi):
-            snap[m] = p[m]
-            p[m], s1[m], s2[m] = adam_slot(p[m], s1[m], s2[m], g[m], beta1, beta2, step, eps_hat)
-            bad += p[m] - p[m] != 0.0
+        for m in range(p.shape[0]):
+            x = p[m]
+            snap[m] = x
+            y, s1[m], s2[m] = adam_slot(x, s1[m], s2[m], g[m] + decay * x, beta1, beta2, step, eps_hat)
+            p[m] = y
+            bad += y - y != 0.0
     elif rule == OPT_SGD or momentum == 0.0:
-        for m in range(lo, hi):
-            snap[m] = p[m]
-            p[m] = p[m] - lr * g[m]
-            bad += p[m] - p[m] != 0.0
+        for m in range(p.shape[0]):
+            x = p[m]
+            snap[m] = x
+            y = x - lr * (g[m] + decay * x)
+            p[m] = y
+            bad += y - y != 0.0
     elif rule == OPT_MOMENTUM:
-        for m in range(lo, hi):
-            snap[m] = p[m]
-            p[m], s1[m] = momentum_slot(p[m], s1[m], g[m], lr, momentum)
-            bad += p[m] - p[m] != 0.0
+        for m in range(p.shape[0]):
+            x = p[m]
+            snap[m] = x
+            y, s1[m] = momentum_slot(x, s1[m], g[m] + decay * x, lr, momentum)
+            p[m] = y
+            bad += y - y != 0.0
     else:
-        for m in range(lo, hi):
-            snap[m] = p[m]
-            p[m], s1[m] = nesterov_slot(p[m], s1[m], g[m], lr, momentum)
-            bad += p[m] - p[m] != 0.0
+        for m in range(p.shape[0]):
+            x = p[m]
+            snap[m] = x
+            y, s1[m] = nesterov_slot(x, s1[m], g[m] + decay * x, lr, momentum)
+            p[m] = y
+            bad += y - y != 0.0
     return bad
 
 
-def _update(params, grads, snapshot, s1, s2, rule, lr, momentum, beta1, beta2, epsilon, t):
+def _update(params, grads, snapshot, s1, s2, rule, lr, momentum, beta1, beta2, epsilon, t, decay):
     r"""One update of every flat parameter, step t >= 1; the parameters before it are kept in ``snapshot``.
+
+    params, grads, ...: W_1, b_1, W_2, b_2, ... flat; decay λ >= 0 applies to the weights (even q).
 
     Large parameters in blocks of slots (:func:`update_slots`).  Returns how many
     updated slots are not finite.
@@ -373,13 +403,15 @@ def _update(params, grads, snapshot, s1, s2, rule, lr, momentum, beta1, beta2, e
     for q in range(len(params)):
         size = params[q].shape[0]
         nb = blocks(size * weight)
+        dq = decay if q % 2 == 0 else 0.0
         if nb == 1:
             bad += update_slots(params[q], grads[q], snapshot[q], s1[q], s2[q], rule, lr, momentum, beta1, beta2,
-                                step, eps_hat, 0, size)
+                                step, eps_hat, dq)
             continue
         for c in prange(nb):
-            bad += update_slots(params[q], grads[q], snapshot[q], s1[q], s2[q], rule, lr, momentum, beta1, beta2,
-                                step, eps_hat, c * size // nb, (c + 1) * size // nb)
+            lo, hi = c * size // nb, (c + 1) * size // nb
+            bad += update_slots(params[q][lo:hi], grads[q][lo:hi], snapshot[q][lo:hi], s1[q][lo:hi], s2[q][lo:hi],
+                                rule, lr, momentum, beta1, beta2, step, eps_hat, dq)
     return bad
 
 
@@ -501,9 +533,9 @@ def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, 
 
     One step: gather the batch (mini-batches), forward, loss, backward, the
     non-finite guard (loss and every gradient; on failure the parameters before
-    the last update are put back and istate[I_STATUS] = NON_FINITE), add λW to
-    the weight gradients, update (keeping the parameters before it as the
-    snapshot), and the guard again on the updated parameters (on failure the
+    the last update are put back and istate[I_STATUS] = NON_FINITE), the update
+    with λW added to the weight gradients (keeping the parameters before it as
+    the snapshot), and the guard again on the updated parameters (on failure the
     snapshot is put back, NON_FINITE).  After
     an epoch: its loss goes to losses[e], the validation loss (with the decay
     term) to vlosses[e], then :func:`end_of_epoch` (unless the score is computed
@@ -559,11 +591,8 @@ def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, 
                 return e
             istate[I_HAVE_SNAPSHOT] = 1
             istate[I_STEP] += 1
-            if decay > 0.0:
-                for q in range(0, P, 2):
-                    l2_backward(grads[q], params[q], decay)
             bad = kern.update(params, grads, snapshot, s1, s2, rule, lr, momentum, beta1, beta2, epsilon,
-                              istate[I_STEP])
+                              istate[I_STEP], decay)
             if bad:  # the update overflowed: back to the parameters it started from
                 for q in range(P):
                     params[q][:] = snapshot[q]

@@ -444,8 +444,10 @@ def test_bias_gradient_parallel_equals_serial_and_numpy(dtype, rng):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("rule", list(ops.OPTIMIZERS))
 def test_update_parallel_equals_serial_and_the_optimizer_twins(rule, dtype, rng):
-    """compiled.update on every parameter (one large enough for blocks) against nbmlp.reference's update rules."""
+    """compiled.update on every parameter (one large enough for blocks) against nbmlp.reference's update rules,
+    with L2 decay on the weights (the parameters at even positions: W_1, b_1, W_2, ...)."""
     sizes = (1, 7, 300_000)
+    decay = 0.01
     hyper = dict(lr=0.05, momentum=0.9, beta1=0.9, beta2=0.999, epsilon=1e-8)
     code = ops.OPTIMIZERS[rule].code
     params = tuple(rng.normal(size=s).astype(dtype) for s in sizes)
@@ -459,7 +461,7 @@ def test_update_parallel_equals_serial_and_the_optimizer_twins(rule, dtype, rng)
         p, a, v, snap = (tuple(x.copy() for x in group) for group in (params, s1, s2, snapshot))
         with parallel.region():
             bad = f(p, grads, snap, a, v, code, hyper["lr"], hyper["momentum"], hyper["beta1"], hyper["beta2"],
-                    hyper["epsilon"], t)
+                    hyper["epsilon"], t, decay)
         assert bad == 0
         results.append((p, a, v, snap))
     for x, y in zip(results[0], results[1], strict=True):
@@ -471,7 +473,7 @@ def test_update_parallel_equals_serial_and_the_optimizer_twins(rule, dtype, rng)
         np.testing.assert_array_equal(snap[q], params[q])
         theta = params[q].astype(np.float64)
         m1, m2 = s1[q].astype(np.float64), s2[q].astype(np.float64)
-        g = grads[q].astype(np.float64)
+        g = grads[q].astype(np.float64) + (decay * theta if q % 2 == 0 else 0.0)
         if rule == "sgd":
             reference.sgd_update(theta, g, hyper["lr"])
         elif rule == "adam":
@@ -490,7 +492,7 @@ def test_update_counts_the_slots_it_made_non_finite(rng):
     g = (np.array([0.0, 1e308, -1e308]),)
     snap = (np.zeros(3),)
     bad = compiled.update.serial(p, g, snap, (np.zeros(3),), (np.zeros(3),), ops.OPTIMIZERS["sgd"].code, 10.0, 0.0,
-                                 0.9, 0.999, 1e-8, 1)
+                                 0.9, 0.999, 1e-8, 1, 0.0)
     assert bad == 2
     np.testing.assert_array_equal(snap[0], [1.0, 2.0, 3.0])
     assert p[0][0] == 1.0 and np.isinf(p[0][1:]).all()
@@ -512,3 +514,11 @@ def test_a_parallel_run_equals_a_serial_run_bit_for_bit(rng):
     for p, q in zip(nets[0].W + nets[0].b, nets[1].W + nets[1].b, strict=True):
         assert np.array_equal(p, q)
     assert nets[0].loss_history == nets[1].loss_history
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_l2_penalty_in_lanes_equals_the_plain_sum(dtype, rng):
+    for size in (1, 7, compiled.L2_LANES, 17, 1001):
+        w = rng.normal(size=size).astype(dtype)
+        expected = 0.5 * np.sum(w.astype(np.float64) ** 2)
+        assert compiled.l2_forward(w) == pytest.approx(expected, rel=1e-14, abs=0.0), size
