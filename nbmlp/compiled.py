@@ -35,13 +35,18 @@ With all weights 1 these are exactly the unweighted losses.  An epoch's mean
 loss weighs each batch by its share of Σ w (the batch's share of the rows
 when unweighted).
 
-**Serial or parallel** is decided once per run: the three matrix products of
-each layer are :mod:`nbmlp.products` functions, passed into the driver as
-arguments (their parallel or ``.serial`` compilation, chosen by
-:func:`nbmlp.parallel.pick`); every other loop of the driver is serial.
-Mini-batch runs are always serial -- one compiled call per chunk, no parallel
-region per kernel -- and full-batch runs ask :func:`nbmlp.parallel.pick`
-with the work of one step.
+**Serial or parallel** is decided once per run (:func:`nbmlp.parallel.use_parallel`:
+free cores, and the run's largest call): the driver gets a :class:`Kernels`
+tuple of the functions that can run in parallel -- the three
+:mod:`nbmlp.products`, the activations' forward and backward, the bias
+gradient and the update -- all parallel compilations or all ``.serial`` twins.
+A parallel compilation still runs a call below the threshold
+(:data:`nbmlp.parallel.PARALLEL_MIN_WORK`; products:
+:data:`nbmlp.products.PARALLEL_MIN_MACS`) on the calling thread, without a
+parallel region, so the small layers of a mini-batch step cost no wake-ups.
+The parallel loops run over a written index (rows, columns or slots), every
+sum stays serial inside, and the results do not depend on the thread count.
+The loss and the stopping rule (one row of a few outputs) stay serial.
 """
 
 from __future__ import annotations
@@ -49,11 +54,13 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import namedtuple
 
 import numpy as np
+from numba import prange
 
 from . import ops, parallel, products
-from ._jit import compiling, jit
+from ._jit import compile_twice, compiling, jit
 from .kernels import LEAKY_RELU_SLOPE
 from .kernels_tuned import exp_nonpositive, sigmoid_fast
 from .ops import (
@@ -72,6 +79,8 @@ from .ops import (
     OPT_NESTEROV,
     OPT_SGD,
 )
+from .optim import adam_scalars, adam_slot, momentum_slot, nesterov_slot
+from .parallel import EXP_WORK, PACKED_MACS_PER_WORK, PARALLEL_MIN_WORK, num_threads
 
 #: Compile flags of the training loop: cached on disk, no GIL, fused multiply-adds allowed
 #: (differences of ~1 ulp per product against the NumPy twin), NumPy's error model
@@ -112,13 +121,31 @@ def input_forward(h0, X, sigmoid):
 
 
 @jit(**ENGINE_FLAGS)
-def activation_forward(h, z, b, act, B):
-    r"""z_ik <- z_ik + b_k, then h_ik = act(z_ik) for the first B rows (softmax: over k of each row i).
+def blocks(work):
+    r"""Pieces to cut a loop of ``work`` units into: one below :data:`nbmlp.parallel.PARALLEL_MIN_WORK`
+    (run on the calling thread, no parallel region), else one per thread.  (The
+    threshold is read at import: compiled code keeps the value it was compiled with.)"""
+    return 1 if work < PARALLEL_MIN_WORK else num_threads()
 
-    h, z: (>= B, d); b: (d,).  The bias is added here, fused with the activation.
+
+@jit(**ENGINE_FLAGS)
+def activation_work(act):
+    r"""Units of work per element of an activation (:data:`nbmlp.parallel.EXP_WORK` where it evaluates exp or log)."""
+    if act == ACT_SIGMOID or act == ACT_TANH or act == ACT_SOFTPLUS or act == ACT_SOFTMAX:
+        return EXP_WORK
+    return 1
+
+
+@jit(**ENGINE_FLAGS)
+def activation_forward_rows(h, z, b, act):
+    r"""z_ik <- z_ik + b_k, then h_ik = act(z_ik) for every row i of z (softmax: over k of each row i).
+
+    h, z: (rows, d), a block of rows of the layer's arrays; b: (d,).  The bias
+    is added here, fused with the activation.  (A block is passed as slices, so
+    every index starts at 0 and the loops vectorize.)
     """
     d = z.shape[1]
-    for i in range(B):
+    for i in range(z.shape[0]):
         for k in range(d):
             z[i, k] += b[k]
         if act == ACT_SIGMOID:  # the tuned tier's vectorizable σ, in float64 (about 1 ulp)
@@ -153,9 +180,23 @@ def activation_forward(h, z, b, act, B):
                 h[i, k] = z[i, k]
 
 
+def _activation_forward(h, z, b, act, B):
+    r"""z_ik <- z_ik + b_k, h_ik = act(z_ik) for the first B rows, in blocks (:func:`activation_forward_rows`)."""
+    nb = blocks(B * z.shape[1] * activation_work(act))
+    if nb == 1:
+        activation_forward_rows(h[:B], z[:B], b, act)
+        return
+    for c in prange(nb):
+        lo, hi = c * B // nb, (c + 1) * B // nb
+        activation_forward_rows(h[lo:hi], z[lo:hi], b, act)
+
+
+activation_forward = compile_twice(_activation_forward, ENGINE_FLAGS)
+
+
 @jit(**ENGINE_FLAGS)
-def activation_backward(g, h, act, B):
-    r"""∂L/∂z = ∂L/∂h ⊙ act'(z), in place in g (B rows), written from the saved output h:
+def activation_backward_rows(g, h, act):
+    r"""∂L/∂z = ∂L/∂h ⊙ act'(z), in place in g (a block of rows), written from the saved output h:
 
     sigmoid h(1 - h); tanh 1 - h^2; relu [h > 0]; leaky_relu 1 if h > 0 else 0.01;
     softplus σ(z) = 1 - e^{-h}; identity 1.  (softmax's backward is fused with
@@ -164,7 +205,7 @@ def activation_backward(g, h, act, B):
     d = g.shape[1]
     if act == ACT_IDENTITY or act == ACT_SOFTMAX:
         return
-    for i in range(B):
+    for i in range(g.shape[0]):
         for k in range(d):
             y = h[i, k]
             if act == ACT_SIGMOID:
@@ -177,6 +218,22 @@ def activation_backward(g, h, act, B):
                 g[i, k] = g[i, k] if y > 0.0 else LEAKY_SLOPE * g[i, k]
             elif act == ACT_SOFTPLUS:
                 g[i, k] = g[i, k] * -math.expm1(-y)
+
+
+def _activation_backward(g, h, act, B):
+    r"""∂L/∂z = ∂L/∂h ⊙ act'(z) in place in g, first B rows, in blocks of rows (:func:`activation_backward_rows`)."""
+    if act == ACT_IDENTITY or act == ACT_SOFTMAX:
+        return
+    nb = blocks(B * g.shape[1] * (EXP_WORK if act == ACT_SOFTPLUS else 1))
+    if nb == 1:
+        activation_backward_rows(g[:B], h[:B], act)
+        return
+    for c in prange(nb):
+        lo, hi = c * B // nb, (c + 1) * B // nb
+        activation_backward_rows(g[lo:hi], h[lo:hi], act)
+
+
+activation_backward = compile_twice(_activation_backward, ENGINE_FLAGS)
 
 
 @jit(**ENGINE_FLAGS)
@@ -230,71 +287,135 @@ def loss_backward(g, h, T, w, B, wsum, loss):
 
 
 @jit(**ENGINE_FLAGS)
-def bias_backward(db, g, B):
-    r"""∂L/∂b_k = Σ_i ∂L/∂z_ik over the first B rows, i ascending."""
-    d = g.shape[1]
-    for k in range(d):
-        db[k] = 0.0
+def bias_backward_columns(db, g, B, lo, hi):
+    r"""∂L/∂b_k = Σ_i ∂L/∂z_ik over the first B rows, i ascending, for columns lo <= k < hi."""
+    part = db[lo:hi]
+    for k in range(hi - lo):
+        part[k] = 0.0
     for i in range(B):
-        for k in range(d):
-            db[k] += g[i, k]
+        row = g[i, lo:hi]
+        for k in range(hi - lo):
+            part[k] += row[k]
+
+
+def _bias_backward(db, g, B):
+    r"""∂L/∂b_k = Σ_i ∂L/∂z_ik (i ascending) in blocks of columns k (:func:`bias_backward_columns`)."""
+    d = g.shape[1]
+    nb = blocks(B * d)
+    if nb == 1:
+        bias_backward_columns(db, g, B, 0, d)
+        return
+    for c in prange(nb):
+        bias_backward_columns(db, g, B, c * d // nb, (c + 1) * d // nb)
+
+
+bias_backward = compile_twice(_bias_backward, ENGINE_FLAGS)
+
+
+#: :func:`l2_forward` keeps this many partial sums: slot m goes to sum m % L2_LANES.
+L2_LANES = 8
 
 
 @jit(**ENGINE_FLAGS)
 def l2_forward(W):
-    r"""½ Σ_jk w_jk^2 (float64), the decay term of the loss before its factor λ."""
-    acc = 0.0
-    for m in range(W.shape[0]):
-        acc += np.float64(W[m]) * np.float64(W[m])
-    return 0.5 * acc
+    r"""½ Σ_m w_m^2 (float64) over a flat weight vector, the decay term of the loss before its factor λ.
 
-
-@jit(**ENGINE_FLAGS)
-def l2_backward(gW, W, decay):
-    r"""∂/∂w of λ ½ Σ w^2 added to the weight gradient: g_m <- g_m + λ w_m (weights only)."""
-    for m in range(W.shape[0]):
-        gW[m] = gW[m] + decay * W[m]
-
-
-# ---------------------------------------------------------------------------
-# Update rules, on flat vectors (the formulas of nbmlp.optim)
-# ---------------------------------------------------------------------------
-
-
-@jit(**ENGINE_FLAGS)
-def update(p, g, s1, s2, rule, lr, momentum, beta1, beta2, epsilon, t):
-    r"""One update of the flat parameter p with gradient g; s1, s2: the rule's state.
-
-    sgd:      p <- p - lr g
-    momentum: v <- mu v - lr g;  p <- p + v                     (s1 = v)
-    nesterov: v <- mu v - lr g;  p <- p + mu v - lr g           (s1 = v)
-    adam:     m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;     (s1 = m, s2 = v)
-              p <- p - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+    Summed in :data:`L2_LANES` interleaved partial sums, then those in order, then
+    the last n % L2_LANES slots: a fixed order (the same on every machine and for
+    any thread count) that the compiler can keep in one vector register.
     """
-    size = p.shape[0]
-    if rule == OPT_SGD or (rule != OPT_ADAM and momentum == 0.0):
-        for m in range(size):
-            p[m] = p[m] - lr * g[m]
+    n = W.shape[0]
+    full = n - n % L2_LANES
+    acc = np.zeros(L2_LANES)
+    for m in range(0, full, L2_LANES):
+        for j in range(L2_LANES):
+            x = np.float64(W[m + j])
+            acc[j] += x * x
+    total = 0.0
+    for j in range(L2_LANES):
+        total += acc[j]
+    for m in range(full, n):
+        x = np.float64(W[m])
+        total += x * x
+    return 0.5 * total
+
+
+# ---------------------------------------------------------------------------
+# Update rules, on flat vectors (the slot formulas of nbmlp.optim)
+# ---------------------------------------------------------------------------
+
+
+@jit(**ENGINE_FLAGS)
+def update_slots(p, g, snap, s1, s2, rule, lr, momentum, beta1, beta2, step, eps_hat, decay):
+    r"""Every slot m of the flat parameter p (or of a block of it): keep p_m in snap, then the rule's update
+    with the gradient g_m + λ p_m (λ = decay: L2 weight decay, 0 for biases).
+
+    sgd p <- p - lr g; momentum, nesterov: :func:`nbmlp.optim.momentum_slot`,
+    :func:`nbmlp.optim.nesterov_slot` (s1 = v; momentum 0 is sgd); adam:
+    :func:`nbmlp.optim.adam_slot` (s1 = m, s2 = v; step, eps_hat from
+    :func:`nbmlp.optim.adam_scalars`).  Returns how many updated slots are not
+    finite (x - x is 0 for every finite x, nan for inf and nan).  A block is
+    passed as slices, so every index starts at 0 and the loops vectorize.
+    """
+    bad = 0
+    if rule == OPT_ADAM:
+        for m in range(p.shape[0]):
+            x = p[m]
+            snap[m] = x
+            y, s1[m], s2[m] = adam_slot(x, s1[m], s2[m], g[m] + decay * x, beta1, beta2, step, eps_hat)
+            p[m] = y
+            bad += y - y != 0.0
+    elif rule == OPT_SGD or momentum == 0.0:
+        for m in range(p.shape[0]):
+            x = p[m]
+            snap[m] = x
+            y = x - lr * (g[m] + decay * x)
+            p[m] = y
+            bad += y - y != 0.0
     elif rule == OPT_MOMENTUM:
-        for m in range(size):
-            v = momentum * s1[m] - lr * g[m]
-            s1[m] = v
-            p[m] = p[m] + v
-    elif rule == OPT_NESTEROV:
-        for m in range(size):
-            v = momentum * s1[m] - lr * g[m]
-            s1[m] = v
-            p[m] = p[m] + momentum * v - lr * g[m]
+        for m in range(p.shape[0]):
+            x = p[m]
+            snap[m] = x
+            y, s1[m] = momentum_slot(x, s1[m], g[m] + decay * x, lr, momentum)
+            p[m] = y
+            bad += y - y != 0.0
     else:
-        c1 = 1.0 - beta1**t
-        c2 = 1.0 - beta2**t
-        for m in range(size):
-            gm = g[m]
-            first = beta1 * s1[m] + (1.0 - beta1) * gm
-            second = beta2 * s2[m] + (1.0 - beta2) * gm * gm
-            s1[m] = first
-            s2[m] = second
-            p[m] = p[m] - lr * (first / c1) / (math.sqrt(second / c2) + epsilon)
+        for m in range(p.shape[0]):
+            x = p[m]
+            snap[m] = x
+            y, s1[m] = nesterov_slot(x, s1[m], g[m] + decay * x, lr, momentum)
+            p[m] = y
+            bad += y - y != 0.0
+    return bad
+
+
+def _update(params, grads, snapshot, s1, s2, rule, lr, momentum, beta1, beta2, epsilon, t, decay):
+    r"""One update of every flat parameter, step t >= 1; the parameters before it are kept in ``snapshot``.
+
+    params, grads, ...: W_1, b_1, W_2, b_2, ... flat; decay λ >= 0 applies to the weights (even q).
+
+    Large parameters in blocks of slots (:func:`update_slots`).  Returns how many
+    updated slots are not finite.
+    """
+    step, eps_hat = adam_scalars(lr, beta1, beta2, epsilon, t)
+    weight = EXP_WORK if rule == OPT_ADAM else 1
+    bad = 0
+    for q in range(len(params)):
+        size = params[q].shape[0]
+        nb = blocks(size * weight)
+        dq = decay if q % 2 == 0 else 0.0
+        if nb == 1:
+            bad += update_slots(params[q], grads[q], snapshot[q], s1[q], s2[q], rule, lr, momentum, beta1, beta2,
+                                step, eps_hat, dq)
+            continue
+        for c in prange(nb):
+            lo, hi = c * size // nb, (c + 1) * size // nb
+            bad += update_slots(params[q][lo:hi], grads[q][lo:hi], snapshot[q][lo:hi], s1[q][lo:hi], s2[q][lo:hi],
+                                rule, lr, momentum, beta1, beta2, step, eps_hat, dq)
+    return bad
+
+
+update = compile_twice(_update, ENGINE_FLAGS)
 
 
 # ---------------------------------------------------------------------------
@@ -355,30 +476,30 @@ def end_of_epoch(fstate, istate, loss, score, early_stopping, tol, patience, ada
 
 
 @jit(**ENGINE_FLAGS)
-def network_forward(zs, hs, h0, Ws, bs, acts, B, mm_nn, ws):
+def network_forward(zs, hs, h0, Ws, bs, acts, B, kern, ws):
     r"""z_l = h_{l-1} W_l + b_l, h_l = act_l(z_l) for l = 1..L on the first B rows of h0."""
     L = len(Ws)
     for l in range(L):
         h_in = h0 if l == 0 else hs[l - 1]
-        mm_nn(zs[l][:B], h_in[:B], Ws[l], ws)
-        activation_forward(hs[l], zs[l], bs[l], acts[l], B)
+        kern.matmul_nn(zs[l][:B], h_in[:B], Ws[l], ws)
+        kern.activation_forward(hs[l], zs[l], bs[l], acts[l], B)
 
 
 @jit(**ENGINE_FLAGS)
-def network_backward(dWs, dbs, gs, hs, h0, Ws, acts, B, mm_tn, mm_nt, ws):
+def network_backward(dWs, dbs, gs, hs, h0, Ws, acts, B, kern, ws):
     r"""From g_L = ∂L/∂h_L (or ∂L/∂z_L for softmax) down: ∂L/∂W_l, ∂L/∂b_l, and g_{l-1} = ∂L/∂z_l W_lᵀ."""
     L = len(Ws)
     for l in range(L - 1, -1, -1):
-        activation_backward(gs[l], hs[l], acts[l], B)
+        kern.activation_backward(gs[l], hs[l], acts[l], B)
         h_in = h0 if l == 0 else hs[l - 1]
-        mm_tn(dWs[l], h_in[:B], gs[l][:B], ws)
-        bias_backward(dbs[l], gs[l], B)
+        kern.matmul_tn(dWs[l], h_in[:B], gs[l][:B], ws)
+        kern.bias_backward(dbs[l], gs[l], B)
         if l > 0:
-            mm_nt(gs[l - 1][:B], gs[l][:B], Ws[l], ws)
+            kern.matmul_nt(gs[l - 1][:B], gs[l][:B], Ws[l], ws)
 
 
 @jit(**ENGINE_FLAGS)
-def pass_forward_backward(zs, hs, gs, dWs, dbs, h0, T, w, Ws, bs, acts, loss, B, wsum, mm_nn, mm_tn, mm_nt, ws):
+def pass_forward_backward(zs, hs, gs, dWs, dbs, h0, T, w, Ws, bs, acts, loss, B, wsum, kern, ws):
     r"""One forward + loss + backward pass on the first B rows; returns the data loss (float64).
 
     The one pass driver of nbmlp's compiled training (``MLP.gradients`` computes
@@ -386,10 +507,10 @@ def pass_forward_backward(zs, hs, gs, dWs, dbs, h0, T, w, Ws, bs, acts, loss, B,
     also return ∂L/∂X).
     """
     L = len(Ws)
-    network_forward(zs, hs, h0, Ws, bs, acts, B, mm_nn, ws)
+    network_forward(zs, hs, h0, Ws, bs, acts, B, kern, ws)
     value = loss_forward(hs[L - 1], zs[L - 1], T, w, B, wsum, loss)
     loss_backward(gs[L - 1], hs[L - 1], T, w, B, wsum, loss)
-    network_backward(dWs, dbs, gs, hs, h0, Ws, acts, B, mm_tn, mm_nt, ws)
+    network_backward(dWs, dbs, gs, hs, h0, Ws, acts, B, kern, ws)
     return value
 
 
@@ -407,13 +528,15 @@ def penalty_forward(Wflat, decay):
 @jit(**ENGINE_FLAGS)
 def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, zs, hs, gs, vzs, vhs,
                 H0, T, w, Hb, Tb, wb, Hv, Tv, wv, perms, lrs, acts, icfg, fcfg, fstate, istate,
-                losses, vlosses, max_steps, mm_nn, mm_tn, mm_nt, ws):
+                losses, vlosses, max_steps, kern, ws):
     r"""Run up to ``perms.shape[0]`` epochs, at most ``max_steps`` steps; returns the epochs finished.
 
     One step: gather the batch (mini-batches), forward, loss, backward, the
     non-finite guard (loss and every gradient; on failure the parameters before
-    the last update are put back and istate[I_STATUS] = NON_FINITE), keep the
-    parameters as the snapshot, add λW to the weight gradients, update.  After
+    the last update are put back and istate[I_STATUS] = NON_FINITE), the update
+    with λW added to the weight gradients (keeping the parameters before it as
+    the snapshot), and the guard again on the updated parameters (on failure the
+    snapshot is put back, NON_FINITE).  After
     an epoch: its loss goes to losses[e], the validation loss (with the decay
     term) to vlosses[e], then :func:`end_of_epoch` (unless the score is computed
     in Python).  A chunk may end inside an epoch (istate[I_POS] > 0); the next
@@ -451,8 +574,7 @@ def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, 
             wsum = 0.0
             for r in range(B):
                 wsum += wbat[r]
-            data = pass_forward_backward(zs, hs, gs, dWs, dbs, h0, tb, wbat, Ws, bs, acts, loss, B, wsum,
-                                         mm_nn, mm_tn, mm_nt, ws)
+            data = pass_forward_backward(zs, hs, gs, dWs, dbs, h0, tb, wbat, Ws, bs, acts, loss, B, wsum, kern, ws)
             penalty = penalty_forward(Wflat, decay)
             finite = math.isfinite(data + penalty)
             for q in range(P):
@@ -467,15 +589,16 @@ def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, 
                 fstate[F_EPOCH_LOSS] = data + penalty
                 istate[I_STATUS] = NON_FINITE
                 return e
-            for q in range(P):
-                snapshot[q][:] = params[q]
             istate[I_HAVE_SNAPSHOT] = 1
             istate[I_STEP] += 1
-            for q in range(P):
-                if decay > 0.0 and q % 2 == 0:
-                    l2_backward(grads[q], params[q], decay)
-                update(params[q], grads[q], s1[q], s2[q], rule, lr, momentum, beta1, beta2, epsilon,
-                       istate[I_STEP])
+            bad = kern.update(params, grads, snapshot, s1, s2, rule, lr, momentum, beta1, beta2, epsilon,
+                              istate[I_STEP], decay)
+            if bad:  # the update overflowed: back to the parameters it started from
+                for q in range(P):
+                    params[q][:] = snapshot[q]
+                fstate[F_EPOCH_LOSS] = data + penalty
+                istate[I_STATUS] = NON_FINITE
+                return e
             share = wsum / wtotal
             fstate[F_EPOCH_LOSS] += (data if is_sum else share * data) + share * penalty
             istate[I_POS] = pos + B
@@ -486,7 +609,7 @@ def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, 
         score = 0.0
         if has_val:
             nv = Hv.shape[0]
-            network_forward(vzs, vhs, Hv, Ws, bs, acts, nv, mm_nn, ws)
+            network_forward(vzs, vhs, Hv, Ws, bs, acts, nv, kern, ws)
             vloss = loss_forward(vhs[L - 1], vzs[L - 1], Tv, wv, nv, np.float64(nv), loss) \
                 + penalty_forward(Wflat, decay)
             vlosses[e] = vloss
@@ -531,6 +654,16 @@ def compile_watch(key, config: str):
             yield
     finally:
         _STARTED.add(key)
+
+
+#: The compiled functions a run passes to :func:`train_steps`: each one's parallel compilation, or
+#: each one's serial twin (``f.serial``), chosen once per run (:class:`CompiledRun`).
+Kernels = namedtuple("Kernels", "matmul_nn matmul_tn matmul_nt activation_forward activation_backward "
+                                "bias_backward update")
+
+#: The functions of :class:`Kernels`, in its order.
+KERNELS = Kernels(products.matmul_nn, products.matmul_tn, products.matmul_nt, activation_forward,
+                  activation_backward, bias_backward, update)
 
 
 class CompiledRun:
@@ -598,40 +731,28 @@ class CompiledRun:
                               net.loss_name in SUM_LOSSES], dtype=np.int64)
         self.fcfg = np.array([momentum, beta1, beta2, epsilon, weight_decay, tol, float(self.w.sum())],
                              dtype=np.float64)
-        # Serial or parallel products, decided once for the run.  Mini-batch steps always run serial:
-        # a parallel region per product per step pays the threads' wake-up every few microseconds of
-        # work, and beside one busy process that wake-up takes milliseconds (measured on 2 cores,
-        # breast cancer (100,) batch 32: 7 ms/epoch serial, 63 ms parallel).  Full-batch steps ask
-        # nbmlp.parallel with the work of one step.
+        # Serial or parallel, decided once for the run (nbmlp.parallel: the machine's free cores and the
+        # run's largest call); inside a parallel run every call that is below the threshold still runs on
+        # the calling thread (products.PARALLEL_MIN_MACS, blocks()).
         dims = list(zip(net.sizes[:-1], net.sizes[1:]))
-        step_work = B * sum(a * b for a, b in dims)
-        work = step_work if B == n else 0
-        self.parallel = parallel.use_parallel(work)
-        self.mm = tuple(parallel.pick(f, work) for f in (products.matmul_nn, products.matmul_tn,
-                                                         products.matmul_nt))
         rows = max(B, self.Hv.shape[0])
+        largest = max(max(rows * a * b for a, b in dims) // PACKED_MACS_PER_WORK,
+                      rows * max(net.sizes[1:]) * EXP_WORK, max(p.size for p in self.params) * EXP_WORK)
+        self.parallel = parallel.use_parallel(largest)
+        self.kern = Kernels(*(f if self.parallel else f.serial for f in KERNELS))
         shapes = [(rows, b, a) for a, b in dims] + [(a, b, rows) for a, b in dims] + [(rows, a, b) for a, b in dims]
         self.ws = max((products.workspace(*s, dtype) for s in shapes), key=len)
-        self.step_work = step_work
 
     def chunk(self, perms, lrs, fstate, istate, losses, vlosses, max_steps) -> int:
         """Run compiled steps (see :func:`train_steps`); returns the number of epochs finished."""
         args = (self.Ws, self.bs, self.params[0::2], self.params, self.grads, self.dWs, self.dbs, self.s1, self.s2,
                 self.snapshot, self.best, self.zs, self.hs, self.gs, self.vzs, self.vhs, self.H0, self.T, self.w,
                 self.Hb, self.Tb, self.wb, self.Hv, self.Tv, self.wv, perms, lrs, self.acts, self.icfg, self.fcfg,
-                fstate, istate, losses, vlosses, int(max_steps), *self.mm, self.ws)
+                fstate, istate, losses, vlosses, int(max_steps), self.kern, self.ws)
         key = ("train_steps", self.net.dtype.name, len(self.Ws), self.parallel)
         config = f"{self.net.dtype.name}, {len(self.Ws)} layer(s), {'parallel' if self.parallel else 'serial'}"
         with compile_watch(key, config), (parallel.region() if self.parallel else contextlib.nullcontext()):
             return int(train_steps(*args))
-
-    def restore_snapshot(self) -> None:
-        """Put back the parameters from before the last update."""
-        for p, s in zip(self.params, self.snapshot, strict=True):
-            p[...] = s
-
-    def parameters_finite(self) -> bool:
-        return all(bool(np.isfinite(p).all()) for p in self.params)
 
 
 def steps_for(seconds_per_step: float) -> int:
@@ -664,6 +785,7 @@ class StepTimer:
 
 
 __all__ = [
+    "KERNELS", "Kernels", "activation_backward", "activation_forward", "bias_backward", "blocks", "update",
     "ACT_IDENTITY", "ACT_LEAKY_RELU", "ACT_RELU", "ACT_SIGMOID", "ACT_SOFTMAX", "ACT_SOFTPLUS", "ACT_TANH",
     "ADAPTIVE_FACTOR", "ADAPTIVE_MIN_LR", "CHUNK_SECONDS", "KINDS", "MAX_CHUNK_EPOCHS", "LEAKY_SLOPE",
     "LOSS_CROSS_ENTROPY",

@@ -16,6 +16,11 @@ Kernels (the vectorized twins, same names and signatures, are at the end of
 * :func:`nesterov_update`  -- Nesterov's accelerated gradient;
 * :func:`adam_update`      -- Adam with bias correction.
 
+Each rule's formula for one slot is a scalar function (:func:`momentum_slot`,
+:func:`nesterov_slot`, :func:`adam_slot`): these kernels loop over it, and so
+does the compiled training loop (:mod:`nbmlp.compiled`), so the formulas are
+written once.
+
 The plain step ``theta_m <- theta_m - lr g_m`` is :func:`nbmlp.kernels.sgd_update`,
 shared with every engine.
 
@@ -35,7 +40,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import ops, reference
-from ._jit import JIT_FLAGS, loop_kernel
+from ._jit import JIT_FLAGS, compile_twice, loop_kernel, scalar_helper
 from .engines import get_engine
 from .parallel import call
 
@@ -73,7 +78,54 @@ l2_penalty = njit(**JIT_FLAGS)(_l2_penalty)
 l2_penalty.serial = l2_penalty
 
 
-@loop_kernel
+#: Compile flags of the update kernels: NumPy's error model, so that the division
+#: of Adam's slot has no zero check and the loops vectorize (eps_hat > 0).
+UPDATE_FLAGS = dict(JIT_FLAGS, error_model="numpy")
+
+
+def update_kernel(py_func):
+    """Compile an update rule's loop with :data:`UPDATE_FLAGS`, parallel with a serial twin at ``.serial``."""
+    return compile_twice(py_func, UPDATE_FLAGS)
+
+
+@scalar_helper
+def momentum_slot(theta, v, g, lr, momentum):
+    r"""One slot of heavy-ball momentum: returns (theta', v'), v' = mu v - lr g, theta' = theta + v'."""
+    v = momentum * v - lr * g
+    return theta + v, v
+
+
+@scalar_helper
+def nesterov_slot(theta, v, g, lr, momentum):
+    r"""One slot of Nesterov momentum: returns (theta', v'), v' = mu v - lr g, theta' = theta + mu v' - lr g."""
+    v = momentum * v - lr * g
+    return theta + momentum * v - lr * g, v
+
+
+@scalar_helper
+def adam_scalars(lr, beta1, beta2, epsilon, t):
+    r"""(step, eps_hat) of Adam's step t: the bias corrections moved out of the loop over slots.
+
+    With c1 = 1 - beta1^t and c2 = 1 - beta2^t,
+    lr m_hat / (sqrt(v_hat) + eps) = lr (m / c1) / (sqrt(v) / sqrt(c2) + eps)
+    = step m / (sqrt(v) + eps_hat),  step = lr sqrt(c2) / c1,  eps_hat = eps sqrt(c2):
+    the same quantity, with one square root and one division per slot instead of
+    two of each (divisions and square roots are what an Adam step spends its time on).
+    """
+    root = math.sqrt(1.0 - beta2**t)
+    return lr * root / (1.0 - beta1**t), epsilon * root
+
+
+@scalar_helper
+def adam_slot(theta, m1, m2, g, beta1, beta2, step, eps_hat):
+    r"""One slot of Adam: returns (theta', m', v'), m' = b1 m + (1-b1) g, v' = b2 v + (1-b2) g^2,
+    theta' = theta - step m' / (sqrt(v') + eps_hat), with (step, eps_hat) = :func:`adam_scalars`."""
+    first = beta1 * m1 + (1.0 - beta1) * g
+    second = beta2 * m2 + (1.0 - beta2) * g * g
+    return theta - step * first / (math.sqrt(second) + eps_hat), first, second
+
+
+@update_kernel
 def momentum_update(param, velocity, grad, lr, momentum):
     r"""v_m <- mu v_m - lr g_m;   theta_m <- theta_m + v_m        (heavy-ball momentum).
 
@@ -81,12 +133,10 @@ def momentum_update(param, velocity, grad, lr, momentum):
     """
     (size,) = param.shape
     for m in prange(size):
-        v = momentum * velocity[m] - lr * grad[m]
-        velocity[m] = v
-        param[m] = param[m] + v
+        param[m], velocity[m] = momentum_slot(param[m], velocity[m], grad[m], lr, momentum)
 
 
-@loop_kernel
+@update_kernel
 def nesterov_update(param, velocity, grad, lr, momentum):
     r"""v_m <- mu v_m - lr g_m;   theta_m <- theta_m + mu v_m - lr g_m   (Nesterov momentum).
 
@@ -95,12 +145,10 @@ def nesterov_update(param, velocity, grad, lr, momentum):
     """
     (size,) = param.shape
     for m in prange(size):
-        v = momentum * velocity[m] - lr * grad[m]
-        velocity[m] = v
-        param[m] = param[m] + momentum * v - lr * grad[m]
+        param[m], velocity[m] = nesterov_slot(param[m], velocity[m], grad[m], lr, momentum)
 
 
-@loop_kernel
+@update_kernel
 def adam_update(param, m1, m2, grad, lr, beta1, beta2, epsilon, t):
     r"""Adam, step t >= 1 (Kingma & Ba 2015, Algorithm 1):
 
@@ -109,20 +157,13 @@ def adam_update(param, m1, m2, grad, lr, beta1, beta2, epsilon, t):
         m_hat = m_m / (1 - beta1^t),   v_hat = v_m / (1 - beta2^t)
         theta_m <- theta_m - lr m_hat / (sqrt(v_hat) + epsilon)
 
-    param, m1 (first moment m), m2 (second moment v), grad: (size,).
+    computed as :func:`adam_slot` (the bias corrections folded into two scalars,
+    :func:`adam_scalars`).  param, m1 (first moment m), m2 (second moment v), grad: (size,).
     """
     (size,) = param.shape
-    c1 = 1.0 - beta1**t
-    c2 = 1.0 - beta2**t
+    step, eps_hat = adam_scalars(lr, beta1, beta2, epsilon, t)
     for m in prange(size):
-        g = grad[m]
-        first = beta1 * m1[m] + (1.0 - beta1) * g
-        second = beta2 * m2[m] + (1.0 - beta2) * g * g
-        m1[m] = first
-        m2[m] = second
-        m_hat = first / c1
-        v_hat = second / c2
-        param[m] = param[m] - lr * m_hat / (math.sqrt(v_hat) + epsilon)
+        param[m], m1[m], m2[m] = adam_slot(param[m], m1[m], m2[m], grad[m], beta1, beta2, step, eps_hat)
 
 
 #: The update kernels of this module (each has a twin of the same name in nbmlp.reference),

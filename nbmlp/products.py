@@ -27,7 +27,9 @@ High-Performance Matrix Multiplication", 2008, and of BLIS):
 
 1. C is cut into one block of rows x columns per thread ("units", split at
    multiples of MR rows and NR columns).  Each unit has its own slice of ``ws``
-   (a "slot"), so threads share nothing but the read-only operands.
+   (a "slot"), so threads share nothing but the read-only operands.  A product
+   of fewer than :data:`PARALLEL_MIN_MACS` multiply-adds is one unit, run on the
+   calling thread without a parallel region, even in the parallel compilation.
 2. Inside a unit: for each block of MC rows and each block of KC terms of the
    sum, the MC x KC block of A is *packed* into the slot -- MR rows at a time,
    stored term by term (``[p][i]``), so the micro-kernel reads it as one
@@ -63,6 +65,7 @@ from numba.core import cgutils
 from numba.core.extending import intrinsic
 
 from ._jit import JIT_FLAGS, compile_twice
+from .parallel import PACKED_MACS_PER_WORK, PARALLEL_MIN_WORK, num_threads
 
 #: Bytes per vector register of the micro-kernel (AVX-512).
 VECTOR_BYTES = 64
@@ -80,6 +83,11 @@ BLOCKING = {
 
 #: Products with fewer multiply-adds than this run the plain loop nests.
 SMALL_WORK = 1 << 12
+
+#: The parallel compilations run products with fewer multiply-adds than this on the
+#: calling thread, without starting a parallel region (:mod:`nbmlp.parallel`'s
+#: threshold, read once at import: compiled code keeps the value it was compiled with).
+PARALLEL_MIN_MACS = PARALLEL_MIN_WORK * PACKED_MACS_PER_WORK
 
 #: Each region of a slot starts at a multiple of this many elements (64 bytes or more).
 _ALIGN = 16
@@ -152,22 +160,7 @@ def _blocking(typingctx, ws):
     return sig, codegen
 
 
-@intrinsic
-def _num_threads(typingctx):
-    """``numba.get_num_threads()`` as a call of the threading layer's C function.
-
-    (Numba's own overload calls it through a ctypes pointer, which keeps the
-    calling function out of the on-disk cache.)  The symbol exists once the
-    threading layer is running, which the call at import below makes sure of.
-    """
-    def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(cgutils.intp_t, []), "get_num_threads")
-        return builder.call(fn, [])
-
-    return types.intp(), codegen
-
-
-numba.get_num_threads()  # starts the threading layer: defines the symbol _num_threads calls
+numba.get_num_threads()  # starts the threading layer: defines the symbol parallel.num_threads calls
 
 
 @intrinsic
@@ -386,7 +379,7 @@ def _plan(C, P, ws):
     capacity = ws.shape[0] // per_slot
     if capacity < 1:
         raise ValueError("products: ws is shorter than products.workspace_size(m, n, p)")
-    threads = _num_threads()
+    threads = num_threads() if m * n * P >= PARALLEL_MIN_MACS else 1
     units_c = min(threads, -(-N // NR))
     units_r = min(-(-threads // units_c), -(-M // MR))
     n_slots = min(threads, capacity, units_r * units_c)
@@ -411,6 +404,9 @@ def _matmul_nn(C, A, B, ws):
     P = A.shape[1]
     _check(m, n, P, A.shape[0], A.shape[1], B.shape[0], B.shape[1])
     packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
+    if packed and n_slots == 1:
+        _run_slot(C, A, False, B, False, P, ws, swap, 0, 1, units_r, units_c, per_slot)
+        return
     if packed:
         for s in prange(n_slots):
             _run_slot(C, A, False, B, False, P, ws, swap, s, n_slots, units_r, units_c, per_slot)
@@ -430,6 +426,9 @@ def _matmul_tn(C, A, B, ws):
     P = A.shape[0]
     _check(m, n, P, A.shape[1], A.shape[0], B.shape[0], B.shape[1])
     packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
+    if packed and n_slots == 1:
+        _run_slot(C, A, True, B, False, P, ws, swap, 0, 1, units_r, units_c, per_slot)
+        return
     if packed:
         for s in prange(n_slots):
             _run_slot(C, A, True, B, False, P, ws, swap, s, n_slots, units_r, units_c, per_slot)
@@ -449,6 +448,9 @@ def _matmul_nt(C, A, B, ws):
     P = A.shape[1]
     _check(m, n, P, A.shape[0], A.shape[1], B.shape[1], B.shape[0])
     packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
+    if packed and n_slots == 1:
+        _run_slot(C, A, False, B, True, P, ws, swap, 0, 1, units_r, units_c, per_slot)
+        return
     if packed:
         for s in prange(n_slots):
             _run_slot(C, A, False, B, True, P, ws, swap, s, n_slots, units_r, units_c, per_slot)
@@ -470,5 +472,6 @@ matmul_nn_serial = matmul_nn.serial
 matmul_tn_serial = matmul_tn.serial
 matmul_nt_serial = matmul_nt.serial
 
-__all__ = ["BLOCKING", "SMALL_WORK", "VECTOR_BYTES", "matmul_nn", "matmul_nn_serial", "matmul_nt", "matmul_nt_serial",
+__all__ = ["BLOCKING", "PARALLEL_MIN_MACS", "SMALL_WORK", "VECTOR_BYTES", "matmul_nn", "matmul_nn_serial", "matmul_nt",
+           "matmul_nt_serial",
            "matmul_tn", "matmul_tn_serial", "workspace", "workspace_size"]

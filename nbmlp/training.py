@@ -635,9 +635,6 @@ class Trainer:
                     break
                 if interrupt.hit:
                     raise KeyboardInterrupt
-            if not run.parameters_finite():
-                run.restore_snapshot()
-                raise self._non_finite("finite", self.lr)
         finally:
             interrupt.uninstall()
             self._set_moments([s1, s2][:len(STATE_ARRAYS[self.optimizer_name])])
@@ -679,6 +676,10 @@ class Trainer:
                     for grad, W in zip(dW, net.W, strict=True):
                         self._update_ops.l2_gradient(grad.reshape(-1), W.reshape(-1), self.weight_decay)
                 self.optimizer.step(params, dW + db, lr)
+                if not all(np.isfinite(p).all() for p in params):  # the update overflowed
+                    for param, saved in zip(params, snapshot, strict=True):
+                        param[...] = saved
+                    raise self._non_finite(data_loss + penalty, lr)
                 share = (Xb.shape[0] if wb is None else float(wb.sum())) / wtotal
                 epoch_loss += (data_loss if is_sum else share * data_loss) + share * penalty
             self.epochs_run = epoch
@@ -702,10 +703,6 @@ class Trainer:
                 self.converged = True
                 self.stop_reason = "early_stopping" if self.early_stopping else "converged"
                 break
-        if not all(np.isfinite(p).all() for p in params):  # the guard after the last update
-            for param, saved in zip(params, snapshot, strict=True):
-                param[...] = saved
-            raise self._non_finite("finite", lr)
 
 
 def train(net, X, T, *, epochs: int, sample_weight=None, **options) -> Trainer:

@@ -21,7 +21,7 @@ import pytest
 from conftest import rel_err
 
 import nbmlp
-from nbmlp import compiled
+from nbmlp import compiled, ops, parallel, reference
 from nbmlp.training import Trainer, train
 
 TOL = {np.dtype("float64"): 1e-10, np.dtype("float32"): 2e-4}
@@ -386,3 +386,139 @@ def test_memory_does_not_grow_with_epochs_when_the_history_is_off(rng):
     # 45 000 more recorded losses would take > 360 kB in a list of floats; a chunk holds at most
     # compiled.MAX_CHUNK_EPOCHS epochs' arrays
     assert peaks[1] < peaks[0] + 50_000, peaks
+
+
+#: (rows, width) of the layer-function tests: n = 1, width 1, odd sizes, and one large enough that the
+#: parallel compilation cuts every activation into blocks (blocks() > 1 with two or more threads).
+LAYER_SHAPES = [(1, 1), (1, 7), (9, 1), (13, 17), (600, 450)]
+
+
+def _both(f, *args):
+    """Run f's parallel compilation and its serial twin on copies of args; returns both copies."""
+    out = []
+    for g in (f, f.serial):
+        copies = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        with parallel.region():
+            result = g(*copies)
+        out.append((copies, result))
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(nbmlp.ACTIVATIONS))
+def test_layer_functions_parallel_equal_serial_and_the_numpy_twins(name, dtype, rng):
+    op = ops.ACTIVATIONS[name]
+    tol = TOL[np.dtype(dtype)] if dtype == "float32" else 1e-13
+    for B, d in LAYER_SHAPES:
+        z = (rng.normal(size=(B + 2, d)) * 3).astype(dtype)  # two rows past B: must stay untouched
+        b = rng.normal(size=d).astype(dtype)
+        (par, _), (ser, _) = _both(compiled.activation_forward, np.zeros_like(z), z, b, op.code, B)
+        for x, y in zip(par, ser, strict=True):
+            assert np.array_equal(x, y), (name, B, d, "forward")
+        h, zb = ser[0], ser[1]
+        np.testing.assert_array_equal(zb[B:], z[B:])
+        np.testing.assert_array_equal(h[B:], 0)
+        expected = np.zeros((B, d))
+        getattr(reference, op.forward)(expected, z[:B].astype(np.float64) + b)
+        _assert_same(h[:B], expected, tol, f"{name} forward {B}x{d}")
+        if op.backward is None:
+            continue
+        dh = rng.normal(size=(B + 2, d)).astype(dtype)
+        (par, _), (ser, _) = _both(compiled.activation_backward, dh, h, op.code, B)
+        assert np.array_equal(par[0], ser[0]), (name, B, d, "backward")
+        expected = np.zeros((B, d))
+        getattr(reference, op.backward)(expected, dh[:B].astype(np.float64), h[:B].astype(np.float64))
+        _assert_same(ser[0][:B], expected, tol, f"{name} backward {B}x{d}")
+        np.testing.assert_array_equal(ser[0][B:], dh[B:])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_bias_gradient_parallel_equals_serial_and_numpy(dtype, rng):
+    for B, d in LAYER_SHAPES:
+        g = rng.normal(size=(B + 2, d)).astype(dtype)
+        (par, _), (ser, _) = _both(compiled.bias_backward, np.full(d, np.nan, dtype), g, B)
+        assert np.array_equal(par[0], ser[0]), (B, d)
+        _assert_same(ser[0], g[:B].astype(np.float64).sum(axis=0), TOL[np.dtype(dtype)], f"bias {B}x{d}")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("rule", list(ops.OPTIMIZERS))
+def test_update_parallel_equals_serial_and_the_optimizer_twins(rule, dtype, rng):
+    """compiled.update on every parameter (one large enough for blocks) against nbmlp.reference's update rules,
+    with L2 decay on the weights (the parameters at even positions: W_1, b_1, W_2, ...)."""
+    sizes = (1, 7, 300_000)
+    decay = 0.01
+    hyper = dict(lr=0.05, momentum=0.9, beta1=0.9, beta2=0.999, epsilon=1e-8)
+    code = ops.OPTIMIZERS[rule].code
+    params = tuple(rng.normal(size=s).astype(dtype) for s in sizes)
+    grads = tuple(rng.normal(size=s).astype(dtype) for s in sizes)
+    s1 = tuple(rng.normal(size=s).astype(dtype) * 0.1 for s in sizes)
+    s2 = tuple(rng.random(size=s).astype(dtype) * 0.1 for s in sizes)
+    snapshot = tuple(np.zeros(s, dtype) for s in sizes)
+    t = 3
+    results = []
+    for f in (compiled.update, compiled.update.serial):
+        p, a, v, snap = (tuple(x.copy() for x in group) for group in (params, s1, s2, snapshot))
+        with parallel.region():
+            bad = f(p, grads, snap, a, v, code, hyper["lr"], hyper["momentum"], hyper["beta1"], hyper["beta2"],
+                    hyper["epsilon"], t, decay)
+        assert bad == 0
+        results.append((p, a, v, snap))
+    for x, y in zip(results[0], results[1], strict=True):
+        for u, w in zip(x, y, strict=True):
+            assert np.array_equal(u, w), rule
+    p, a, v, snap = results[1]
+    tol = TOL[np.dtype(dtype)] if dtype == "float32" else 1e-14
+    for q in range(len(sizes)):
+        np.testing.assert_array_equal(snap[q], params[q])
+        theta = params[q].astype(np.float64)
+        m1, m2 = s1[q].astype(np.float64), s2[q].astype(np.float64)
+        g = grads[q].astype(np.float64) + (decay * theta if q % 2 == 0 else 0.0)
+        if rule == "sgd":
+            reference.sgd_update(theta, g, hyper["lr"])
+        elif rule == "adam":
+            reference.adam_update(theta, m1, m2, g, hyper["lr"], hyper["beta1"], hyper["beta2"], hyper["epsilon"], t)
+        else:
+            getattr(reference, ops.OPTIMIZERS[rule].kernel)(theta, m1, g, hyper["lr"], hyper["momentum"])
+        _assert_same(p[q], theta, tol, f"{rule} parameter {sizes[q]}")
+        if ops.OPTIMIZERS[rule].state:
+            _assert_same(a[q], m1, tol, f"{rule} first state {sizes[q]}")
+        if rule == "adam":
+            _assert_same(v[q], m2, tol, f"{rule} second state {sizes[q]}")
+
+
+def test_update_counts_the_slots_it_made_non_finite(rng):
+    p = (np.array([1.0, 2.0, 3.0]),)
+    g = (np.array([0.0, 1e308, -1e308]),)
+    snap = (np.zeros(3),)
+    bad = compiled.update.serial(p, g, snap, (np.zeros(3),), (np.zeros(3),), ops.OPTIMIZERS["sgd"].code, 10.0, 0.0,
+                                 0.9, 0.999, 1e-8, 1, 0.0)
+    assert bad == 2
+    np.testing.assert_array_equal(snap[0], [1.0, 2.0, 3.0])
+    assert p[0][0] == 1.0 and np.isinf(p[0][1:]).all()
+
+
+def test_a_parallel_run_equals_a_serial_run_bit_for_bit(rng):
+    """Mini-batch Adam on a net whose products, activations and update all run in blocks when parallel."""
+    X = rng.normal(size=(600, 64))
+    y = rng.integers(0, 10, 600)
+    nets = []
+    for mode in ("parallel", "serial"):
+        previous = parallel.set_mode(mode)
+        try:
+            net = nbmlp.MLP((64, 512, 10), seed=1, activation="relu", loss="cross_entropy")
+            net.fit(X, np.eye(10)[y], epochs=2, lr=1e-3, optimizer="adam", batch_size=300, seed=0)
+        finally:
+            parallel.set_mode(previous)
+        nets.append(net)
+    for p, q in zip(nets[0].W + nets[0].b, nets[1].W + nets[1].b, strict=True):
+        assert np.array_equal(p, q)
+    assert nets[0].loss_history == nets[1].loss_history
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_l2_penalty_in_lanes_equals_the_plain_sum(dtype, rng):
+    for size in (1, 7, compiled.L2_LANES, 17, 1001):
+        w = rng.normal(size=size).astype(dtype)
+        expected = 0.5 * np.sum(w.astype(np.float64) ** 2)
+        assert compiled.l2_forward(w) == pytest.approx(expected, rel=1e-14, abs=0.0), size

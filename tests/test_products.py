@@ -35,6 +35,7 @@ SHAPES = [
     (33, 500, 70), (21, 1000, 30),                       # more than NB packed columns
     (1030, 20, 20),                                      # more than MC packed rows
     (64, 10, 300), (10, 64, 300),                        # the narrow output layer of 784-1024-10
+    (1030, 60, 20), (64, 10, 2000),                      # above PARALLEL_MIN_MACS: one block per thread
 ]
 
 NAMES = ("nn", "tn", "nt")
@@ -176,7 +177,7 @@ SCRIPT = textwrap.dedent("""
     rng = np.random.default_rng(5)
     out = {"threads": numba.get_num_threads()}
     for dtype in (np.float64, np.float32):
-        for m, n, p in [(70, 530, 300), (1030, 10, 40), (17, 49, 513)]:
+        for m, n, p in [(70, 530, 300), (1030, 10, 120), (17, 49, 513)]:
             a = rng.standard_normal((m, p)).astype(dtype)
             b = rng.standard_normal((p, n)).astype(dtype)
             ws = products.workspace(m, n, p, dtype)
