@@ -161,14 +161,17 @@ def markdown(result):
         names = list(result["epoch"][next(iter(result["epoch"]))])
         lines += ["", "784-1024-10, n = 1024, one epoch (median; all threads: wall time; one thread each: "
                   "process CPU time):", "",
-                  "| dtype | threads | " + " | ".join(names) + " | torch / tuned | numpy / tuned |",
-                  "|---|---|" + "---:|" * (len(names) + 2)]
+                  "| dtype | threads | " + " | ".join(names) + " | torch / fit | numpy / fit | torch / tuned "
+                  "| numpy / tuned |",
+                  "|---|---|" + "---:|" * (len(names) + 4)]
         for dtype, e in result["epoch"].items():
             for label, key in (("all", "median_s"), ("one", "median_1_s")):
                 cells = " | ".join(f"{e[k][key] * 1e3:.1f} ms" for k in names)
-                tuned = e["tuned"][key]
-                torch_ratio = f"{e['torch'][key] / tuned:.2f}x" if "torch" in e else "-"
-                lines.append(f"| {dtype} | {label} | {cells} | {torch_ratio} | {e['numpy'][key] / tuned:.2f}x |")
+                ratios = []
+                for mine in ("fit", "tuned"):
+                    ratios.append(f"{e['torch'][key] / e[mine][key]:.2f}x" if "torch" in e else "-")
+                    ratios.append(f"{e['numpy'][key] / e[mine][key]:.2f}x")
+                lines.append(f"| {dtype} | {label} | {cells} | " + " | ".join(ratios) + " |")
     return "\n".join(lines) + "\n"
 
 

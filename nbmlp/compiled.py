@@ -372,18 +372,15 @@ def update_slots(p, g, snap, s1, s2, rule, lr, momentum, beta1, beta2, step, eps
             y = x - lr * (g[m] + decay * x)
             p[m] = y
             bad += y - y != 0.0
-    elif rule == OPT_MOMENTUM:
-        for m in range(p.shape[0]):
-            x = p[m]
-            snap[m] = x
-            y, s1[m] = momentum_slot(x, s1[m], g[m] + decay * x, lr, momentum)
-            p[m] = y
-            bad += y - y != 0.0
     else:
+        nesterov = rule == OPT_NESTEROV
         for m in range(p.shape[0]):
             x = p[m]
             snap[m] = x
-            y, s1[m] = nesterov_slot(x, s1[m], g[m] + decay * x, lr, momentum)
+            if nesterov:
+                y, s1[m] = nesterov_slot(x, s1[m], g[m] + decay * x, lr, momentum)
+            else:
+                y, s1[m] = momentum_slot(x, s1[m], g[m] + decay * x, lr, momentum)
             p[m] = y
             bad += y - y != 0.0
     return bad

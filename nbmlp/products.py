@@ -36,7 +36,11 @@ High-Performance Matrix Multiplication", 2008, and of BLIS):
    contiguous stream; then for each block of NB columns the KC x NB block of B is
    packed the same way, NR columns at a time (``[p][j]``).  Transposed operands
    (Aᵀ in ``matmul_tn``, Bᵀ in ``matmul_nt``) are read transposed by the packing:
-   no whole-matrix copy.  Packed panels past the edge of C are zero.
+   no whole-matrix copy.  Packed panels past the edge of C are zero.  When a
+   unit has at most :data:`DIRECT_B_MAX_ROWS` rows and B is C-contiguous and
+   not transposed (a mini-batch's forward product), B's full NR-column panels
+   are read from B itself instead (BLIS's "gemmsup" case: packing B would be a
+   pass over all of it for a few row tiles), and its tiles run column by column.
 3. The micro-kernel (:func:`_micro_kernel`, LLVM vector code) keeps an MR x NR
    tile of C in MR·NR/W vector registers (W = 8 float64 or 16 float32 lanes,
    512-bit) for the whole KC loop: per term p it loads NR/W vectors of packed B,
@@ -88,6 +92,14 @@ SMALL_WORK = 1 << 12
 #: calling thread, without starting a parallel region (:mod:`nbmlp.parallel`'s
 #: threshold, read once at import: compiled code keeps the value it was compiled with).
 PARALLEL_MIN_MACS = PARALLEL_MIN_WORK * PACKED_MACS_PER_WORK
+
+#: A unit with at most this many rows of C reads B's full NR-column panels from B itself, unpacked
+#: (B C-contiguous and not transposed: the forward product h @ W of a mini-batch).  Packing B costs
+#: a pass over it that only m / MR row tiles share (the "skinny" case of BLIS's gemmsup); the
+#: sums, and so the results, are the same either way.  Measured, float64, x 784 x 256, one thread
+#: (µs, packed / unpacked): m = 8 168 / 77, 32 316 / 224, 64 485 / 417, 128 861 / 783; but
+#: 512 x 784 x 256 3180 / 3867 and 1024 x 784 x 1024 21.5 / 33.2 ms.
+DIRECT_B_MAX_ROWS = 128
 
 #: Each region of a slot starts at a multiple of this many elements (64 bytes or more).
 _ALIGN = 16
@@ -164,23 +176,26 @@ numba.get_num_threads()  # starts the threading layer: defines the symbol parall
 
 
 @intrinsic
-def _micro_kernel(typingctx, ws, a_off, b_off, c, c_off, ldc, kc, first, pf_off):
+def _micro_kernel(typingctx, ws, a_off, b, b_off, ldb, c, c_off, ldc, kc, first, pf_off):
     r"""Tile of C at c[c_off + i*ldc + j] (i < MR, j < NR) = (first ? 0 : tile) + Σ_{p<kc} A_ip B_pj.
 
-    A_ip = ws[a_off + p*MR + i], B_pj = ws[b_off + p*NR + j] (packed panels).
-    ``c``: any array of ws's dtype whose data is contiguous where the tile lies.
+    A_ip = ws[a_off + p*MR + i] (packed panel), B_pj = b[b_off + p*ldb + j]: a
+    packed panel of ws (b = ws, ldb = NR) or, unpacked, rows of B itself.
+    ``b``, ``c``: any arrays of ws's dtype whose data is contiguous where the panel / tile lies.
     Each step is ``llvm.fma`` on MR x NR/W accumulators kept in registers.
     Unless ``first`` or pf_off < 0, the MR rows of NR values at c[pf_off + i*ldc]
     (the next tile) are prefetched first, so that the next call finds them in
     cache (a hint only: it changes no value and cannot fault).
     """
-    if not (_float_1d(ws) and isinstance(c, types.Array) and c.dtype == ws.dtype):
+    if not (_float_1d(ws) and isinstance(c, types.Array) and c.dtype == ws.dtype and isinstance(b, types.Array)
+            and b.dtype == ws.dtype):
         return None
     MR, NR = BLOCKING[np.dtype(ws.dtype.name)][:2]
-    sig = types.void(ws, types.intp, types.intp, c, types.intp, types.intp, types.intp, types.boolean, types.intp)
+    sig = types.void(ws, types.intp, b, types.intp, types.intp, c, types.intp, types.intp, types.intp, types.boolean,
+                     types.intp)
 
     def codegen(context, builder, signature, args):
-        wsv, a_offv, b_offv, cv, c_offv, ldcv, kcv, firstv, pf_offv = args
+        wsv, a_offv, bv, b_offv, ldbv, cv, c_offv, ldcv, kcv, firstv, pf_offv = args
         ftype = context.get_value_type(ws.dtype)
         size = context.get_abi_sizeof(ftype)
         W = VECTOR_BYTES // size
@@ -195,8 +210,9 @@ def _micro_kernel(typingctx, ws, a_off, b_off, c, c_off, ldc, kc, first, pf_off)
 
         wdata = context.make_array(ws)(context, builder, wsv).data
         cdata = context.make_array(c)(context, builder, cv).data
+        bdata = context.make_array(b)(context, builder, bv).data
         a_base = builder.gep(wdata, [a_offv], inbounds=True)
-        b_base = builder.gep(wdata, [b_offv], inbounds=True)
+        b_base = builder.gep(bdata, [b_offv], inbounds=True)
         c_base = builder.gep(cdata, [c_offv], inbounds=True)
         zero = ir.Constant(vtype, [ir.Constant(ftype, 0.0)] * W)
         c_ptrs = []
@@ -226,7 +242,7 @@ def _micro_kernel(typingctx, ws, a_off, b_off, c, c_off, ldc, kc, first, pf_off)
         undef = ir.Constant(vtype, ir.Undefined)
         with cgutils.for_range(builder, kcv) as loop:
             p = loop.index
-            b_row = builder.gep(b_base, [builder.mul(p, const(NR))], inbounds=True)
+            b_row = builder.gep(b_base, [builder.mul(p, ldbv)], inbounds=True)
             bs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * W)], inbounds=True), vptr),
                                align=size) for v in range(NV)]
             a_row = builder.gep(a_base, [builder.mul(p, const(MR))], inbounds=True)
@@ -286,6 +302,14 @@ def _pack(ws, off, X, lanes_in_rows, l0, count, p0, kc, width):
                         ws[base + p * width + lane] = X[p0 + p, l0 + q + lane]
 
 
+@njit(inline="always", **_HELPER_FLAGS)
+def _tile_at(tile, by_column, n_ti, n_tj, MR, NR):
+    """(first row, first column) of the tile-th register tile of a block: row-major, or column-major."""
+    if by_column:
+        return (tile % n_ti) * MR, (tile // n_ti) * NR
+    return (tile // n_tj) * MR, (tile % n_tj) * NR
+
+
 @njit(**_HELPER_FLAGS)
 def _run_slot(C, A, a_trans, B, b_trans, P, ws, swap, slot, n_slots, units_r, units_c, per_slot):
     r"""Every unit u = slot, slot + n_slots, ... of the units_r x units_c grid of C, with slot ``slot`` of ws.
@@ -307,10 +331,13 @@ def _run_slot(C, A, a_trans, B, b_trans, P, ws, swap, slot, n_slots, units_r, un
     row_panels = -(-M // MR)
     col_panels = -(-N // NR)
     n_passes = -(-P // KC)
+    isz = B.itemsize
+    b_rows = not swap and not b_trans and B.strides[1] == isz and (B.shape[0] <= 1 or B.strides[0] == N * isz)
     for u in range(slot, units_r * units_c, n_slots):
         ur, uc = u // units_c, u % units_c
         r_lo = min(M, (ur * row_panels // units_r) * MR)
         r_hi = min(M, ((ur + 1) * row_panels // units_r) * MR)
+        direct = b_rows and r_hi - r_lo <= DIRECT_B_MAX_ROWS
         c_lo = min(N, (uc * col_panels // units_c) * NR)
         c_hi = min(N, ((uc + 1) * col_panels // units_c) * NR)
         for ic in range(r_lo, r_hi, MC):
@@ -325,37 +352,48 @@ def _run_slot(C, A, a_trans, B, b_trans, P, ws, swap, slot, n_slots, units_r, un
                     _pack(ws, a_off, A, not a_trans, ic, rows, pc, kc, MR)
                 for jc in range(c_lo, c_hi, NB):
                     cols = min(NB, c_hi - jc)
+                    full = (cols // NR) * NR if direct else 0  # columns read from B itself, unpacked
                     if swap:
                         _pack(ws, b_off, A, not a_trans, jc, cols, pc, kc, NR)
-                    else:
-                        _pack(ws, b_off, B, b_trans, jc, cols, pc, kc, NR)
-                    for ti in range(0, rows, MR):
+                    elif full < cols:
+                        _pack(ws, b_off + full * kc, B, b_trans, jc + full, cols - full, pc, kc, NR)
+                    n_ti = -(-rows // MR)
+                    n_tj = -(-cols // NR)
+                    n_tiles = n_ti * n_tj
+                    for tile in range(n_tiles):  # row by row; column by column when B is read unpacked
+                        ti, tj = _tile_at(tile, direct, n_ti, n_tj, MR, NR)
                         mv = min(MR, rows - ti)
-                        for tj in range(0, cols, NR):
-                            nv = min(NR, cols - tj)
-                            if mv == MR and nv == NR and not swap:
-                                if tj + NR < cols:  # where the next tile of C starts, to prefetch it
-                                    pf = (ic + ti) * n + jc + tj + NR
-                                elif ti + MR < rows:
-                                    pf = (ic + ti + MR) * n + jc
-                                else:
-                                    pf = -1
-                                _micro_kernel(ws, a_off + ti * kc, b_off + tj * kc,
+                        nv = min(NR, cols - tj)
+                        if mv == MR and nv == NR and not swap:
+                            pf = -1  # where the next tile of C starts, to prefetch it
+                            if tile + 1 < n_tiles:
+                                ni, nj = _tile_at(tile + 1, direct, n_ti, n_tj, MR, NR)
+                                pf = (ic + ni) * n + jc + nj
+                            if tj < full:
+                                _micro_kernel(ws, a_off + ti * kc, B, pc * N + jc + tj, N,
                                               C, (ic + ti) * n + jc + tj, n, kc, first, pf)
-                                continue
-                            # through the scratch tile: a tile cut by the edge of C, or a tile of Cᵀ
-                            r, c = ic + ti, jc + tj
-                            if not first:
-                                for i in range(mv):
-                                    for j in range(nv):
-                                        ws[t_off + i * NR + j] = C[c + j, r + i] if swap else C[r + i, c + j]
-                            _micro_kernel(ws, a_off + ti * kc, b_off + tj * kc, ws, t_off, NR, kc, first, -1)
+                            else:
+                                _micro_kernel(ws, a_off + ti * kc, ws, b_off + tj * kc, NR,
+                                              C, (ic + ti) * n + jc + tj, n, kc, first, pf)
+                            continue
+                        # through the scratch tile: a tile cut by the edge of C, or a tile of Cᵀ
+                        r, c = ic + ti, jc + tj
+                        if not first:
                             for i in range(mv):
                                 for j in range(nv):
-                                    if swap:
-                                        C[c + j, r + i] = ws[t_off + i * NR + j]
-                                    else:
-                                        C[r + i, c + j] = ws[t_off + i * NR + j]
+                                    ws[t_off + i * NR + j] = C[c + j, r + i] if swap else C[r + i, c + j]
+                        if tj < full:
+                            _micro_kernel(ws, a_off + ti * kc, B, pc * N + jc + tj, N, ws, t_off, NR, kc, first,
+                                          -1)
+                        else:
+                            _micro_kernel(ws, a_off + ti * kc, ws, b_off + tj * kc, NR, ws, t_off, NR, kc, first,
+                                          -1)
+                        for i in range(mv):
+                            for j in range(nv):
+                                if swap:
+                                    C[c + j, r + i] = ws[t_off + i * NR + j]
+                                else:
+                                    C[r + i, c + j] = ws[t_off + i * NR + j]
 
 
 @njit(**_HELPER_FLAGS)
@@ -472,6 +510,6 @@ matmul_nn_serial = matmul_nn.serial
 matmul_tn_serial = matmul_tn.serial
 matmul_nt_serial = matmul_nt.serial
 
-__all__ = ["BLOCKING", "PARALLEL_MIN_MACS", "SMALL_WORK", "VECTOR_BYTES", "matmul_nn", "matmul_nn_serial", "matmul_nt",
-           "matmul_nt_serial",
-           "matmul_tn", "matmul_tn_serial", "workspace", "workspace_size"]
+__all__ = ["BLOCKING", "DIRECT_B_MAX_ROWS", "PARALLEL_MIN_MACS", "SMALL_WORK", "VECTOR_BYTES", "matmul_nn",
+           "matmul_nn_serial", "matmul_nt", "matmul_nt_serial", "matmul_tn", "matmul_tn_serial", "workspace",
+           "workspace_size"]
