@@ -128,6 +128,12 @@ def blocks(work):
     return 1 if work < PARALLEL_MIN_WORK else num_threads()
 
 
+@jit(inline="always", **ENGINE_FLAGS)
+def block_bounds(c, nb, size):
+    r"""[lo, hi) of block c of nb equal blocks of range(size)."""
+    return c * size // nb, (c + 1) * size // nb
+
+
 @jit(**ENGINE_FLAGS)
 def activation_work(act):
     r"""Units of work per element of an activation (:data:`nbmlp.parallel.EXP_WORK` where it evaluates exp or log)."""
@@ -187,7 +193,7 @@ def _activation_forward(h, z, b, act, B):
         activation_forward_rows(h[:B], z[:B], b, act)
         return
     for c in prange(nb):
-        lo, hi = c * B // nb, (c + 1) * B // nb
+        lo, hi = block_bounds(c, nb, B)
         activation_forward_rows(h[lo:hi], z[lo:hi], b, act)
 
 
@@ -229,7 +235,7 @@ def _activation_backward(g, h, act, B):
         activation_backward_rows(g[:B], h[:B], act)
         return
     for c in prange(nb):
-        lo, hi = c * B // nb, (c + 1) * B // nb
+        lo, hi = block_bounds(c, nb, B)
         activation_backward_rows(g[lo:hi], h[lo:hi], act)
 
 
@@ -303,10 +309,12 @@ def _bias_backward(db, g, B):
     d = g.shape[1]
     nb = blocks(B * d)
     if nb == 1:
-        bias_backward_columns(db, g, B, 0, d)
+        lo, hi = block_bounds(0, 1, d)  # int64 bounds: literal arguments would compile a second copy
+        bias_backward_columns(db, g, B, lo, hi)
         return
     for c in prange(nb):
-        bias_backward_columns(db, g, B, c * d // nb, (c + 1) * d // nb)
+        lo, hi = block_bounds(c, nb, d)
+        bias_backward_columns(db, g, B, lo, hi)
 
 
 bias_backward = compile_twice(_bias_backward, ENGINE_FLAGS)
@@ -406,7 +414,7 @@ def _update(params, grads, snapshot, s1, s2, rule, lr, momentum, beta1, beta2, e
                                 step, eps_hat, dq)
             continue
         for c in prange(nb):
-            lo, hi = c * size // nb, (c + 1) * size // nb
+            lo, hi = block_bounds(c, nb, size)
             bad += update_slots(params[q][lo:hi], grads[q][lo:hi], snapshot[q][lo:hi], s1[q][lo:hi], s2[q][lo:hi],
                                 rule, lr, momentum, beta1, beta2, step, eps_hat, dq)
     return bad

@@ -443,7 +443,8 @@ def _matmul_nn(C, A, B, ws):
     _check(m, n, P, A.shape[0], A.shape[1], B.shape[0], B.shape[1])
     packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
     if packed and n_slots == 1:
-        _run_slot(C, A, False, B, False, P, ws, swap, 0, 1, units_r, units_c, per_slot)
+        # (slot and count as run-time integers: literal 0, 1 would compile a second _run_slot)
+        _run_slot(C, A, False, B, False, P, ws, swap, n_slots - 1, n_slots, units_r, units_c, per_slot)
         return
     if packed:
         for s in prange(n_slots):
@@ -465,7 +466,7 @@ def _matmul_tn(C, A, B, ws):
     _check(m, n, P, A.shape[1], A.shape[0], B.shape[0], B.shape[1])
     packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
     if packed and n_slots == 1:
-        _run_slot(C, A, True, B, False, P, ws, swap, 0, 1, units_r, units_c, per_slot)
+        _run_slot(C, A, True, B, False, P, ws, swap, n_slots - 1, n_slots, units_r, units_c, per_slot)
         return
     if packed:
         for s in prange(n_slots):
@@ -487,7 +488,7 @@ def _matmul_nt(C, A, B, ws):
     _check(m, n, P, A.shape[0], A.shape[1], B.shape[1], B.shape[0])
     packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
     if packed and n_slots == 1:
-        _run_slot(C, A, False, B, True, P, ws, swap, 0, 1, units_r, units_c, per_slot)
+        _run_slot(C, A, False, B, True, P, ws, swap, n_slots - 1, n_slots, units_r, units_c, per_slot)
         return
     if packed:
         for s in prange(n_slots):
