@@ -31,7 +31,7 @@ and stopping counters, the shuffling generator -- is kept on the net as
 ``net.optimizer_state`` (plain data), so a new Trainer (e.g. a second
 ``MLP.fit``) with the same optimizer continues where the last one stopped.
 
-If a loss, a gradient or the parameters after the last update become NaN or
+If a loss, a gradient or the parameters after an update become NaN or
 infinite, training stops with ``FloatingPointError`` and the parameters that
 gave the last finite loss are put back.  On Ctrl-C, ``KeyboardInterrupt``
 reaches the caller within a chunk; every finished epoch is kept (parameters
