@@ -64,6 +64,7 @@ def time_product(kind, n, w, dtype, repeats, rng):
         g()
     for _ in range(repeats):
         for name, g in (("nbmlp", ours), ("blas", blas)):
+            time.sleep(benchmark.PAUSE_SECONDS)  # the other side's spinning threads go to sleep first
             t = time.perf_counter()
             g()
             times[name].append(time.perf_counter() - t)
