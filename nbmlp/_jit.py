@@ -85,10 +85,19 @@ def renamed_code(code: types.CodeType, suffix: str, has_qualname: bool) -> types
 
 
 def _renamed_copy(py_func: types.FunctionType, suffix: str) -> types.FunctionType:
+    return variant_copy(py_func, suffix, py_func.__globals__)
+
+
+def variant_copy(py_func: types.FunctionType, suffix: str, namespace: dict) -> types.FunctionType:
+    """A copy of ``py_func`` named ``<name><suffix>`` whose global names are looked up in ``namespace``.
+
+    One source compiled for several sets of callees (the compiled training loop's serial and
+    parallel drivers): each copy has its own name, so its own on-disk cache entries, and calls the
+    functions ``namespace`` binds.  (Passing the callees as arguments instead would keep the caller
+    out of Numba's on-disk cache: it cannot cache a function that takes functions.)
+    """
     code = renamed_code(py_func.__code__, suffix, sys.version_info >= (3, 11))
-    copy = types.FunctionType(
-        code, py_func.__globals__, py_func.__name__ + suffix, py_func.__defaults__, py_func.__closure__
-    )
+    copy = types.FunctionType(code, namespace, py_func.__name__ + suffix, py_func.__defaults__, py_func.__closure__)
     copy.__qualname__ = py_func.__qualname__ + suffix
     copy.__module__ = py_func.__module__
     copy.__doc__ = py_func.__doc__
@@ -345,4 +354,5 @@ __all__ = [
     "renamed_code",
     "scalar_helper",
     "set_quiet",
+    "variant_copy",
 ]

@@ -36,10 +36,13 @@ loss weighs each batch by its share of Σ w (the batch's share of the rows
 when unweighted).
 
 **Serial or parallel** is decided once per run (:func:`nbmlp.parallel.use_parallel`:
-free cores, and the run's largest call): the driver gets a :class:`Kernels`
-tuple of the functions that can run in parallel -- the three
-:mod:`nbmlp.products`, the activations' forward and backward, the bias
-gradient and the update -- all parallel compilations or all ``.serial`` twins.
+free cores, and the run's largest call).  The drivers (:data:`DRIVERS`) are
+compiled twice from one source: :func:`train_steps` calls the parallel
+compilations of the functions that can run in parallel (:data:`PARALLEL_KERNELS`:
+the three :mod:`nbmlp.products`, the activations' forward and backward, the bias
+gradient and the update), ``SERIAL_DRIVERS["train_steps"]`` their ``.serial``
+twins; both are cached on disk (a driver that took the functions as arguments
+would not be).
 A parallel compilation still runs a call below the threshold
 (:data:`nbmlp.parallel.PARALLEL_MIN_WORK`; products:
 :data:`nbmlp.products.PARALLEL_MIN_MACS`) on the calling thread, without a
@@ -54,13 +57,12 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections import namedtuple
 
 import numpy as np
 from numba import prange
 
 from . import ops, parallel, products
-from ._jit import compile_twice, compiling, jit
+from ._jit import compile_twice, compiling, jit, variant_copy
 from .kernels import LEAKY_RELU_SLOPE
 from .kernels_tuned import exp_nonpositive, sigmoid_fast
 from .ops import (
@@ -80,7 +82,8 @@ from .ops import (
     OPT_SGD,
 )
 from .optim import adam_scalars, adam_slot, momentum_slot, nesterov_slot
-from .parallel import EXP_WORK, PACKED_MACS_PER_WORK, PARALLEL_MIN_WORK, num_threads
+from .parallel import DIV_WORK, EXP_WORK, PACKED_MACS_PER_WORK, PARALLEL_MIN_WORK, num_threads
+from .products import matmul_nn, matmul_nt, matmul_tn
 
 #: Compile flags of the training loop: cached on disk, no GIL, fused multiply-adds allowed
 #: (differences of ~1 ulp per product against the NumPy twin), NumPy's error model
@@ -403,7 +406,7 @@ def _update(params, grads, snapshot, s1, s2, rule, lr, momentum, beta1, beta2, e
     updated slots are not finite.
     """
     step, eps_hat = adam_scalars(lr, beta1, beta2, epsilon, t)
-    weight = EXP_WORK if rule == OPT_ADAM else 1
+    weight = DIV_WORK if rule == OPT_ADAM else 1
     bad = 0
     for q in range(len(params)):
         size = params[q].shape[0]
@@ -481,30 +484,30 @@ def end_of_epoch(fstate, istate, loss, score, early_stopping, tol, patience, ada
 
 
 @jit(**ENGINE_FLAGS)
-def network_forward(zs, hs, h0, Ws, bs, acts, B, kern, ws):
+def network_forward(zs, hs, h0, Ws, bs, acts, B, ws):
     r"""z_l = h_{l-1} W_l + b_l, h_l = act_l(z_l) for l = 1..L on the first B rows of h0."""
     L = len(Ws)
     for l in range(L):
         h_in = h0 if l == 0 else hs[l - 1]
-        kern.matmul_nn(zs[l][:B], h_in[:B], Ws[l], ws)
-        kern.activation_forward(hs[l], zs[l], bs[l], acts[l], B)
+        matmul_nn(zs[l][:B], h_in[:B], Ws[l], ws)
+        activation_forward(hs[l], zs[l], bs[l], acts[l], B)
 
 
 @jit(**ENGINE_FLAGS)
-def network_backward(dWs, dbs, gs, hs, h0, Ws, acts, B, kern, ws):
+def network_backward(dWs, dbs, gs, hs, h0, Ws, acts, B, ws):
     r"""From g_L = ∂L/∂h_L (or ∂L/∂z_L for softmax) down: ∂L/∂W_l, ∂L/∂b_l, and g_{l-1} = ∂L/∂z_l W_lᵀ."""
     L = len(Ws)
     for l in range(L - 1, -1, -1):
-        kern.activation_backward(gs[l], hs[l], acts[l], B)
+        activation_backward(gs[l], hs[l], acts[l], B)
         h_in = h0 if l == 0 else hs[l - 1]
-        kern.matmul_tn(dWs[l], h_in[:B], gs[l][:B], ws)
-        kern.bias_backward(dbs[l], gs[l], B)
+        matmul_tn(dWs[l], h_in[:B], gs[l][:B], ws)
+        bias_backward(dbs[l], gs[l], B)
         if l > 0:
-            kern.matmul_nt(gs[l - 1][:B], gs[l][:B], Ws[l], ws)
+            matmul_nt(gs[l - 1][:B], gs[l][:B], Ws[l], ws)
 
 
 @jit(**ENGINE_FLAGS)
-def pass_forward_backward(zs, hs, gs, dWs, dbs, h0, T, w, Ws, bs, acts, loss, B, wsum, kern, ws):
+def pass_forward_backward(zs, hs, gs, dWs, dbs, h0, T, w, Ws, bs, acts, loss, B, wsum, ws):
     r"""One forward + loss + backward pass on the first B rows; returns the data loss (float64).
 
     The one pass driver of nbmlp's compiled training (``MLP.gradients`` computes
@@ -512,10 +515,10 @@ def pass_forward_backward(zs, hs, gs, dWs, dbs, h0, T, w, Ws, bs, acts, loss, B,
     also return ∂L/∂X).
     """
     L = len(Ws)
-    network_forward(zs, hs, h0, Ws, bs, acts, B, kern, ws)
+    network_forward(zs, hs, h0, Ws, bs, acts, B, ws)
     value = loss_forward(hs[L - 1], zs[L - 1], T, w, B, wsum, loss)
     loss_backward(gs[L - 1], hs[L - 1], T, w, B, wsum, loss)
-    network_backward(dWs, dbs, gs, hs, h0, Ws, acts, B, kern, ws)
+    network_backward(dWs, dbs, gs, hs, h0, Ws, acts, B, ws)
     return value
 
 
@@ -533,7 +536,7 @@ def penalty_forward(Wflat, decay):
 @jit(**ENGINE_FLAGS)
 def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, zs, hs, gs, vzs, vhs,
                 H0, T, w, Hb, Tb, wb, Hv, Tv, wv, perms, lrs, acts, icfg, fcfg, fstate, istate,
-                losses, vlosses, max_steps, kern, ws):
+                losses, vlosses, max_steps, ws):
     r"""Run up to ``perms.shape[0]`` epochs, at most ``max_steps`` steps; returns the epochs finished.
 
     One step: gather the batch (mini-batches), forward, loss, backward, the
@@ -579,7 +582,7 @@ def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, 
             wsum = 0.0
             for r in range(B):
                 wsum += wbat[r]
-            data = pass_forward_backward(zs, hs, gs, dWs, dbs, h0, tb, wbat, Ws, bs, acts, loss, B, wsum, kern, ws)
+            data = pass_forward_backward(zs, hs, gs, dWs, dbs, h0, tb, wbat, Ws, bs, acts, loss, B, wsum, ws)
             penalty = penalty_forward(Wflat, decay)
             finite = math.isfinite(data + penalty)
             for q in range(P):
@@ -596,8 +599,8 @@ def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, 
                 return e
             istate[I_HAVE_SNAPSHOT] = 1
             istate[I_STEP] += 1
-            bad = kern.update(params, grads, snapshot, s1, s2, rule, lr, momentum, beta1, beta2, epsilon,
-                              istate[I_STEP], decay)
+            bad = update(params, grads, snapshot, s1, s2, rule, lr, momentum, beta1, beta2, epsilon, istate[I_STEP],
+                         decay)
             if bad:  # the update overflowed: back to the parameters it started from
                 for q in range(P):
                     params[q][:] = snapshot[q]
@@ -614,7 +617,7 @@ def train_steps(Ws, bs, Wflat, params, grads, dWs, dbs, s1, s2, snapshot, best, 
         score = 0.0
         if has_val:
             nv = Hv.shape[0]
-            network_forward(vzs, vhs, Hv, Ws, bs, acts, nv, kern, ws)
+            network_forward(vzs, vhs, Hv, Ws, bs, acts, nv, ws)
             vloss = loss_forward(vhs[L - 1], vzs[L - 1], Tv, wv, nv, np.float64(nv), loss) \
                 + penalty_forward(Wflat, decay)
             vlosses[e] = vloss
@@ -661,14 +664,26 @@ def compile_watch(key, config: str):
         _STARTED.add(key)
 
 
-#: The compiled functions a run passes to :func:`train_steps`: each one's parallel compilation, or
-#: each one's serial twin (``f.serial``), chosen once per run (:class:`CompiledRun`).
-Kernels = namedtuple("Kernels", "matmul_nn matmul_tn matmul_nt activation_forward activation_backward "
-                                "bias_backward update")
+#: The functions the drivers call that have a parallel compilation and a serial twin (``f.serial``).
+PARALLEL_KERNELS = ("matmul_nn", "matmul_tn", "matmul_nt", "activation_forward", "activation_backward",
+                    "bias_backward", "update")
 
-#: The functions of :class:`Kernels`, in its order.
-KERNELS = Kernels(products.matmul_nn, products.matmul_tn, products.matmul_nt, activation_forward,
-                  activation_backward, bias_backward, update)
+#: The drivers: compiled twice from one source, once calling the parallel compilations of
+#: :data:`PARALLEL_KERNELS` (the functions above, under their own names) and once calling their serial
+#: twins (``<name>_serial``, made below); each calls the others by name within its own set.
+DRIVERS = ("network_forward", "network_backward", "pass_forward_backward", "train_steps")
+
+
+def _serial_drivers() -> dict:
+    namespace = dict(globals())
+    namespace.update({name: namespace[name].serial for name in PARALLEL_KERNELS})
+    for name in DRIVERS:
+        namespace[name] = jit(**ENGINE_FLAGS)(variant_copy(namespace[name].py_func, "_serial", namespace))
+    return {name: namespace[name] for name in DRIVERS}
+
+
+#: The serial drivers, by name (``SERIAL_DRIVERS["train_steps"]``: the whole loop on the calling thread).
+SERIAL_DRIVERS = _serial_drivers()
 
 
 class CompiledRun:
@@ -742,9 +757,9 @@ class CompiledRun:
         dims = list(zip(net.sizes[:-1], net.sizes[1:]))
         rows = max(B, self.Hv.shape[0])
         largest = max(max(rows * a * b for a, b in dims) // PACKED_MACS_PER_WORK,
-                      rows * max(net.sizes[1:]) * EXP_WORK, max(p.size for p in self.params) * EXP_WORK)
+                      rows * max(net.sizes[1:]) * EXP_WORK, max(p.size for p in self.params) * DIV_WORK)
         self.parallel = parallel.use_parallel(largest)
-        self.kern = Kernels(*(f if self.parallel else f.serial for f in KERNELS))
+        self.train_steps = train_steps if self.parallel else SERIAL_DRIVERS["train_steps"]
         shapes = [(rows, b, a) for a, b in dims] + [(a, b, rows) for a, b in dims] + [(rows, a, b) for a, b in dims]
         self.ws = max((products.workspace(*s, dtype) for s in shapes), key=len)
 
@@ -753,11 +768,11 @@ class CompiledRun:
         args = (self.Ws, self.bs, self.params[0::2], self.params, self.grads, self.dWs, self.dbs, self.s1, self.s2,
                 self.snapshot, self.best, self.zs, self.hs, self.gs, self.vzs, self.vhs, self.H0, self.T, self.w,
                 self.Hb, self.Tb, self.wb, self.Hv, self.Tv, self.wv, perms, lrs, self.acts, self.icfg, self.fcfg,
-                fstate, istate, losses, vlosses, int(max_steps), self.kern, self.ws)
+                fstate, istate, losses, vlosses, int(max_steps), self.ws)
         key = ("train_steps", self.net.dtype.name, len(self.Ws), self.parallel)
         config = f"{self.net.dtype.name}, {len(self.Ws)} layer(s), {'parallel' if self.parallel else 'serial'}"
         with compile_watch(key, config), (parallel.region() if self.parallel else contextlib.nullcontext()):
-            return int(train_steps(*args))
+            return int(self.train_steps(*args))
 
 
 def steps_for(seconds_per_step: float) -> int:
@@ -790,7 +805,8 @@ class StepTimer:
 
 
 __all__ = [
-    "KERNELS", "Kernels", "activation_backward", "activation_forward", "bias_backward", "blocks", "update",
+    "DRIVERS", "PARALLEL_KERNELS", "SERIAL_DRIVERS", "activation_backward", "activation_forward", "bias_backward",
+    "blocks", "update",
     "ACT_IDENTITY", "ACT_LEAKY_RELU", "ACT_RELU", "ACT_SIGMOID", "ACT_SOFTMAX", "ACT_SOFTPLUS", "ACT_TANH",
     "ADAPTIVE_FACTOR", "ADAPTIVE_MIN_LR", "CHUNK_SECONDS", "KINDS", "MAX_CHUNK_EPOCHS", "LEAKY_SLOPE",
     "LOSS_CROSS_ENTROPY",

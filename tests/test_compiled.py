@@ -522,3 +522,24 @@ def test_l2_penalty_in_lanes_equals_the_plain_sum(dtype, rng):
         w = rng.normal(size=size).astype(dtype)
         expected = 0.5 * np.sum(w.astype(np.float64) ** 2)
         assert compiled.l2_forward(w) == pytest.approx(expected, rel=1e-14, abs=0.0), size
+
+
+CACHE_SCRIPT = textwrap.dedent("""
+    import numpy as np, nbmlp
+    from nbmlp import compiled, parallel
+    parallel.set_mode("serial")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    nbmlp.MLP((3, 4, 2), seed=0).fit(X, np.eye(2)[y], epochs=2, optimizer="adam", batch_size=8)
+    stats = compiled.SERIAL_DRIVERS["train_steps"].stats
+    print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+""")
+
+
+def test_the_training_loop_loads_from_the_disk_cache_in_a_new_process(tmp_path):
+    """The drivers take no functions as arguments, so Numba can cache them: a second process compiles nothing."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NBMLP_QUIET": "1"}
+    runs = [subprocess.run([sys.executable, "-c", CACHE_SCRIPT], env=env, capture_output=True, text=True, check=True,
+                           timeout=900).stdout.split() for _ in range(2)]
+    assert runs[0] == ["0", "1"], runs
+    assert runs[1] == ["1", "0"], runs
