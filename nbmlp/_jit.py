@@ -61,6 +61,11 @@ from . import parallel  # noqa: F401  (chooses the threading layer before anythi
 #: Flags shared by every kernel of the literal tier.
 JIT_FLAGS = {"cache": True, "fastmath": False, "nogil": True}
 
+#: :data:`JIT_FLAGS` with NumPy's error model: a float division by zero gives inf/NaN
+#: instead of raising, so a division carries no zero test, a branch that stops LLVM
+#: from vectorizing the loop (the packed products' helpers, the update rules).
+VECTOR_FLAGS = dict(JIT_FLAGS, error_model="numpy")
+
 #: A compile that has run this long gets a notice on stderr.
 NOTICE_AFTER_S = 1.0
 
@@ -338,6 +343,7 @@ numba_event.register("numba:compile", _CompileListener())
 
 __all__ = [
     "JIT_FLAGS",
+    "VECTOR_FLAGS",
     "NOTICE_AFTER_S",
     "NOTICE_EVERY_S",
     "PACKAGE_LOCATORS",

@@ -64,7 +64,7 @@ from numba import prange
 from . import ops, parallel, products
 from ._jit import compile_twice, compiling, jit, variant_copy
 from .kernels import LEAKY_RELU_SLOPE
-from .kernels_tuned import exp_nonpositive, sigmoid_fast
+from .kernels_tuned import TUNED_FLAGS, exp_nonpositive, sigmoid_fast
 from .ops import (
     ACT_IDENTITY,
     ACT_LEAKY_RELU,
@@ -85,10 +85,10 @@ from .optim import adam_scalars, adam_slot, momentum_slot, nesterov_slot
 from .parallel import DIV_WORK, EXP_WORK, PACKED_MACS_PER_WORK, PARALLEL_MIN_WORK, num_threads
 from .products import matmul_nn, matmul_nt, matmul_tn
 
-#: Compile flags of the training loop: cached on disk, no GIL, fused multiply-adds allowed
-#: (differences of ~1 ulp per product against the NumPy twin), NumPy's error model
-#: (a division by zero gives inf, which the non-finite guard reports, not ZeroDivisionError).
-ENGINE_FLAGS = {"cache": True, "nogil": True, "fastmath": {"contract"}, "error_model": "numpy"}
+#: Compile flags of the training loop: the tuned tier's (cached on disk, no GIL, fused multiply-adds
+#: allowed: differences of ~1 ulp per product against the NumPy twin; NumPy's error model: a division
+#: by zero gives inf, which the non-finite guard reports, not ZeroDivisionError).
+ENGINE_FLAGS = TUNED_FLAGS
 
 # -- the kinds, by name: the codes of the table of operations (nbmlp.ops) -------------------------
 

@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import ops, reference
-from ._jit import JIT_FLAGS, compile_twice, loop_kernel, scalar_helper
+from ._jit import JIT_FLAGS, VECTOR_FLAGS, compile_twice, loop_kernel, scalar_helper
 from .engines import get_engine
 from .parallel import call
 
@@ -78,14 +78,10 @@ l2_penalty = njit(**JIT_FLAGS)(_l2_penalty)
 l2_penalty.serial = l2_penalty
 
 
-#: Compile flags of the update kernels: NumPy's error model, so that the division
-#: of Adam's slot has no zero check and the loops vectorize (eps_hat > 0).
-UPDATE_FLAGS = dict(JIT_FLAGS, error_model="numpy")
-
-
 def update_kernel(py_func):
-    """Compile an update rule's loop with :data:`UPDATE_FLAGS`, parallel with a serial twin at ``.serial``."""
-    return compile_twice(py_func, UPDATE_FLAGS)
+    """Compile an update rule's loop with :data:`nbmlp._jit.VECTOR_FLAGS` (no zero test before Adam's
+    division, whose divisor is > 0: the loops vectorize), parallel with a serial twin at ``.serial``."""
+    return compile_twice(py_func, VECTOR_FLAGS)
 
 
 @scalar_helper

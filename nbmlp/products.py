@@ -68,7 +68,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from ._jit import JIT_FLAGS, compile_twice
+from ._jit import JIT_FLAGS, VECTOR_FLAGS, compile_twice
 from .parallel import PACKED_MACS_PER_WORK, PARALLEL_MIN_WORK, num_threads
 
 #: Bytes per vector register of the micro-kernel (AVX-512).
@@ -264,10 +264,7 @@ def _micro_kernel(typingctx, ws, a_off, b, b_off, ldb, c, c_off, ldc, kc, first,
 # Packing and the work of one slot
 # ---------------------------------------------------------------------------
 
-_HELPER_FLAGS = dict(JIT_FLAGS, error_model="numpy")
-
-
-@njit(inline="always", **_HELPER_FLAGS)
+@njit(inline="always", **VECTOR_FLAGS)
 def _pack(ws, off, X, lanes_in_rows, l0, count, p0, kc, width):
     r"""Pack ``count`` lanes x kc terms of X into panels of ``width`` lanes.
 
@@ -302,7 +299,7 @@ def _pack(ws, off, X, lanes_in_rows, l0, count, p0, kc, width):
                         ws[base + p * width + lane] = X[p0 + p, l0 + q + lane]
 
 
-@njit(inline="always", **_HELPER_FLAGS)
+@njit(inline="always", **VECTOR_FLAGS)
 def _tile_at(tile, by_column, n_ti, n_tj, MR, NR):
     """(first row, first column) of the tile-th register tile of a block: row-major, or column-major."""
     if by_column:
@@ -310,7 +307,7 @@ def _tile_at(tile, by_column, n_ti, n_tj, MR, NR):
     return (tile // n_tj) * MR, (tile % n_tj) * NR
 
 
-@njit(**_HELPER_FLAGS)
+@njit(**VECTOR_FLAGS)
 def _run_slot(C, A, a_trans, B, b_trans, P, ws, swap, slot, n_slots, units_r, units_c, per_slot):
     r"""Every unit u = slot, slot + n_slots, ... of the units_r x units_c grid of C, with slot ``slot`` of ws.
 
@@ -396,7 +393,7 @@ def _run_slot(C, A, a_trans, B, b_trans, P, ws, swap, slot, n_slots, units_r, un
                                     C[r + i, c + j] = ws[t_off + i * NR + j]
 
 
-@njit(**_HELPER_FLAGS)
+@njit(**VECTOR_FLAGS)
 def _plan(C, P, ws):
     """(packed?, swap?, n_slots, units_r, units_c, per_slot) for C = (...) with P terms and workspace ws.
 
@@ -424,7 +421,7 @@ def _plan(C, P, ws):
     return True, swap, n_slots, units_r, units_c, per_slot
 
 
-@njit(**_HELPER_FLAGS)
+@njit(**VECTOR_FLAGS)
 def _check(m, n, P, a_rows, a_cols, b_rows, b_cols):
     """Raise unless C (m x n) = A (a_rows x a_cols) times B (b_rows x b_cols) as read, with P terms."""
     if a_rows != m or b_cols != n or a_cols != P or b_rows != P:
