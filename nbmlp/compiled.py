@@ -761,7 +761,7 @@ class CompiledRun:
         self.parallel = parallel.use_parallel(largest)
         self.train_steps = train_steps if self.parallel else SERIAL_DRIVERS["train_steps"]
         shapes = [(rows, b, a) for a, b in dims] + [(a, b, rows) for a, b in dims] + [(rows, a, b) for a, b in dims]
-        self.ws = max((products.workspace(*s, dtype) for s in shapes), key=len)
+        self.ws = products.workspace(*max(shapes, key=lambda s: products.workspace_size(*s)), dtype)
 
     def chunk(self, perms, lrs, fstate, istate, losses, vlosses, max_steps) -> int:
         """Run compiled steps (see :func:`train_steps`); returns the number of epochs finished."""
