@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,12 @@ def test_default_output_is_git_ignored():
     probe = out / "latest.json"
     result = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=ROOT)
     assert result.returncode == 0, f"{probe} would be tracked by git"
+
+
+def test_training_benchmark_refuses_an_only_that_names_no_row():
+    script = Path(__file__).resolve().parent.parent / "bench" / "training.py"
+    done = subprocess.run([sys.executable, str(script), "--only", "no such row"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2
+    assert "--only: no row name contains 'no such row'" in done.stderr
+    assert "Traceback" not in done.stderr
