@@ -17,10 +17,11 @@ In general form, with C (m x n) written in full (never accumulated into):
 :func:`workspace_size` (m, n, p) long, allocated once by the caller (per fit,
 not per call; :func:`workspace` makes one) and passed to every call.  A call
 uses all of it as scratch: two calls running at the same time (from two
-Python threads) need two buffers.  C must not overlap A or B.  Each
-function is compiled twice (:func:`nbmlp._jit.compile_twice`): parallel over
-blocks of C, and serial at ``.serial`` (also named ``matmul_nn_serial`` etc.,
-the spelling compiled code can call); both are callable from other compiled code.
+Python threads) need two buffers.  C must not overlap A or B.  The three
+are one body (``_matmul``, with the transposes as literal flags) compiled
+twice (:func:`nbmlp._jit.compile_twice`): each product is parallel over blocks
+of C, and serial at ``.serial`` (also named ``matmul_nn_serial`` etc., the
+spelling compiled code can call); both are callable from other compiled code.
 
 How a product is computed (the structure of Goto & van de Geijn, "Anatomy of
 High-Performance Matrix Multiplication", 2008, and of BLIS):
@@ -41,10 +42,14 @@ High-Performance Matrix Multiplication", 2008, and of BLIS):
    not transposed (a mini-batch's forward product), B's full NR-column panels
    are read from B itself instead (BLIS's "gemmsup" case: packing B would be a
    pass over all of it for a few row tiles), and its tiles run column by column.
+   When a unit is at most NR columns wide (a narrow C: the output layer's
+   z = h·W and ∂L/∂W = hᵀ·δ), its A panels would each be read once, so A is
+   read from A itself wherever its rows (Aᵀ's, in ``matmul_tn``) have stride 1.
 3. The micro-kernel (:func:`_micro_kernel`, LLVM vector code) keeps an MR x NR
    tile of C in MR·NR/W vector registers (W = 8 float64 or 16 float32 lanes,
    512-bit) for the whole KC loop: per term p it loads NR/W vectors of packed B,
    broadcasts MR values of packed A and issues MR·NR/W fused multiply-adds.
+   A tile cut by C's last columns computes only the vectors that hold them.
    Tiles cut by the edge of C run on a scratch tile in the slot and are copied.
 4. Block sizes follow the caches (:data:`BLOCKING`): a KC x MR panel of packed A
    stays in L1 while the KC x NB block of packed B streams from L2.
@@ -68,7 +73,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from ._jit import JIT_FLAGS, VECTOR_FLAGS, compile_twice
+from ._jit import JIT_FLAGS, VECTOR_FLAGS, compile_twice, jit, variant_copy
 from .parallel import PACKED_MACS_PER_WORK, PARALLEL_MIN_WORK, num_threads
 
 #: Bytes per vector register of the micro-kernel (AVX-512).
@@ -176,44 +181,63 @@ numba.get_num_threads()  # starts the threading layer: defines the symbol parall
 
 
 @intrinsic
-def _micro_kernel(typingctx, ws, a_off, b, b_off, ldb, c, c_off, ldc, kc, first, pf_off):
-    r"""Tile of C at c[c_off + i*ldc + j] (i < MR, j < NR) = (first ? 0 : tile) + Σ_{p<kc} A_ip B_pj.
-
-    A_ip = ws[a_off + p*MR + i] (packed panel), B_pj = b[b_off + p*ldb + j]: a
-    packed panel of ws (b = ws, ldb = NR) or, unpacked, rows of B itself.
-    ``b``, ``c``: any arrays of ws's dtype whose data is contiguous where the panel / tile lies.
-    Each step is ``llvm.fma`` on MR x NR/W accumulators kept in registers.
-    Unless ``first`` or pf_off < 0, the MR rows of NR values at c[pf_off + i*ldc]
-    (the next tile) are prefetched first, so that the next call finds them in
-    cache (a hint only: it changes no value and cannot fault).
-    """
-    if not (_float_1d(ws) and isinstance(c, types.Array) and c.dtype == ws.dtype and isinstance(b, types.Array)
-            and b.dtype == ws.dtype):
+def _address(typingctx, a):
+    """The address of array a's data, as an integer (for :func:`_micro_kernel`)."""
+    if not isinstance(a, types.Array):
         return None
-    MR, NR = BLOCKING[np.dtype(ws.dtype.name)][:2]
-    sig = types.void(ws, types.intp, b, types.intp, types.intp, c, types.intp, types.intp, types.intp, types.boolean,
-                     types.intp)
 
     def codegen(context, builder, signature, args):
-        wsv, a_offv, bv, b_offv, ldbv, cv, c_offv, ldcv, kcv, firstv, pf_offv = args
+        data = context.make_array(a)(context, builder, args[0]).data
+        return builder.ptrtoint(data, context.get_value_type(types.intp))
+
+    return types.intp(a), codegen
+
+
+@intrinsic
+def _micro_kernel(typingctx, ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, a_by_rows, nvec):
+    r"""Tile of C: C_ij = (first ? 0 : C_ij) + Σ_{p<kc} A_ip B_pj for i < MR, j < nvec·W.
+
+    Operands are addressed by the byte addresses ``*_at`` of their first
+    element (arrays of ws's dtype, from :func:`_address`) and element strides:
+    C_ij at c_at[i*ldc + j], B_pj at b_at[p*ldb + j] (a packed panel, ldb = NR,
+    or rows of B itself), and A_ip at a_at[p*a_step + i] (a packed panel,
+    a_step = MR, or Aᵀ's rows unpacked) or, with the literal ``a_by_rows``,
+    at a_at[i*a_step + p] (rows of A unpacked).  ``nvec`` (literal, 1 to NR/W):
+    vectors of W lanes per row of the tile, so a narrow C computes only the
+    lanes it keeps.  Each step is ``llvm.fma`` on MR x nvec accumulators kept in
+    registers.  Unless ``first`` or pf_at == 0, the MR rows of the tile at
+    pf_at (the next one, same ldc) are prefetched first, so that the next call
+    finds them in cache (a hint only: it changes no value and cannot fault).
+    """
+    if not (_float_1d(ws) and isinstance(a_by_rows, types.BooleanLiteral)
+            and isinstance(nvec, types.IntegerLiteral)):
+        return None
+    MR, NR = BLOCKING[np.dtype(ws.dtype.name)][:2]
+    by_rows = a_by_rows.literal_value
+    intp_t = types.intp
+    sig = types.void(ws, intp_t, intp_t, intp_t, intp_t, intp_t, intp_t, intp_t, types.boolean, intp_t,
+                     a_by_rows, nvec)
+
+    def codegen(context, builder, signature, args):
+        _, a_atv, a_stepv, b_atv, ldbv, c_atv, ldcv, kcv, firstv, pf_atv, _, _ = args
         ftype = context.get_value_type(ws.dtype)
         size = context.get_abi_sizeof(ftype)
         W = VECTOR_BYTES // size
-        NV = NR // W
+        NV = min(nvec.literal_value, NR // W)
         vtype = ir.VectorType(ftype, W)
         vptr = vtype.as_pointer()
+        fptr = ftype.as_pointer()
         intp = context.get_value_type(types.intp)
         i32 = ir.IntType(32)
 
         def const(v):
             return ir.Constant(intp, v)
 
-        wdata = context.make_array(ws)(context, builder, wsv).data
-        cdata = context.make_array(c)(context, builder, cv).data
-        bdata = context.make_array(b)(context, builder, bv).data
-        a_base = builder.gep(wdata, [a_offv], inbounds=True)
-        b_base = builder.gep(bdata, [b_offv], inbounds=True)
-        c_base = builder.gep(cdata, [c_offv], inbounds=True)
+        a_base = builder.inttoptr(a_atv, fptr)
+        b_base = builder.inttoptr(b_atv, fptr)
+        c_base = builder.inttoptr(c_atv, fptr)
+        a_rows = [builder.gep(a_base, [builder.mul(a_stepv, const(i))], inbounds=True) for i in range(MR)] \
+            if by_rows else None
         zero = ir.Constant(vtype, [ir.Constant(ftype, 0.0)] * W)
         c_ptrs = []
         for i in range(MR):
@@ -224,9 +248,9 @@ def _micro_kernel(typingctx, ws, a_off, b, b_off, ldb, c, c_off, ldc, kc, first,
         i8p = ir.IntType(8).as_pointer()
         prefetch = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
-        want = builder.and_(builder.not_(firstv), builder.icmp_signed(">=", pf_offv, const(0)))
+        want = builder.and_(builder.not_(firstv), builder.icmp_signed("!=", pf_atv, const(0)))
         with builder.if_then(want):
-            pf_base = builder.gep(cdata, [pf_offv])
+            pf_base = builder.inttoptr(pf_atv, fptr)
             for i in range(MR):
                 row = builder.gep(pf_base, [builder.mul(ldcv, const(i))])
                 for v in range(NV):  # one 64-byte line per vector
@@ -245,9 +269,12 @@ def _micro_kernel(typingctx, ws, a_off, b, b_off, ldb, c, c_off, ldc, kc, first,
             b_row = builder.gep(b_base, [builder.mul(p, ldbv)], inbounds=True)
             bs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * W)], inbounds=True), vptr),
                                align=size) for v in range(NV)]
-            a_row = builder.gep(a_base, [builder.mul(p, const(MR))], inbounds=True)
+            if not by_rows:
+                a_row = builder.gep(a_base, [builder.mul(p, a_stepv)], inbounds=True)
             for i in range(MR):
-                a = builder.load(builder.gep(a_row, [const(i)], inbounds=True), align=size)
+                where = builder.gep(a_rows[i], [p], inbounds=True) if by_rows else \
+                    builder.gep(a_row, [const(i)], inbounds=True)
+                a = builder.load(where, align=size)
                 splat = builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(i32, 0)), undef,
                                                splat_mask)
                 for v in range(NV):
@@ -258,6 +285,24 @@ def _micro_kernel(typingctx, ws, a_off, b, b_off, ldb, c, c_off, ldc, kc, first,
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@njit(inline="always", **VECTOR_FLAGS)
+def _tile(ws, a_at, a_step, a_by_rows, b_at, ldb, c_at, ldc, kc, first, pf_at, nvec):
+    """:func:`_micro_kernel` with its two literal arguments chosen at run time (one call per combination)."""
+    if a_by_rows:
+        if nvec == 1:
+            _micro_kernel(ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, True, 1)
+        elif nvec == 2:
+            _micro_kernel(ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, True, 2)
+        else:
+            _micro_kernel(ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, True, 3)
+    elif nvec == 1:
+        _micro_kernel(ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, False, 1)
+    elif nvec == 2:
+        _micro_kernel(ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, False, 2)
+    else:
+        _micro_kernel(ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, False, 3)
 
 
 # ---------------------------------------------------------------------------
@@ -307,29 +352,39 @@ def _tile_at(tile, by_column, n_ti, n_tj, MR, NR):
     return (tile // n_tj) * MR, (tile % n_tj) * NR
 
 
+@njit(inline="always", **VECTOR_FLAGS)
+def _unit_stride(X, axis):
+    """True when X's elements are adjacent along ``axis`` (a read with stride 1 there)."""
+    return X.shape[axis] <= 1 or X.strides[axis] == X.itemsize
+
+
 @njit(**VECTOR_FLAGS)
-def _run_slot(C, A, a_trans, B, b_trans, P, ws, swap, slot, n_slots, units_r, units_c, per_slot):
+def _run_slot(C, A, a_trans, B, b_trans, P, ws, slot, n_slots, units_r, units_c, per_slot):
     r"""Every unit u = slot, slot + n_slots, ... of the units_r x units_c grid of C, with slot ``slot`` of ws.
 
-    With ``swap`` the blocks are those of Cᵀ = Bᵀ·Aᵀ (rows of the register tile
-    = columns of C): for a C only a few columns wide, which would fill few of
-    the NR lanes.  Its tiles go through the scratch tile, transposed.  The sums
-    are the same (fma(b, a, s) = fma(a, b, s)).
+    A unit whose columns fit one register tile (a narrow C: an output layer's
+    z = h·W or ∂L/∂W = hᵀ·δ) reads A unpacked when A's rows (or Aᵀ's) have
+    stride 1: its A panels would be packed to be read once.  Its tiles
+    compute only the vectors that hold C's columns.
     """
     MR, NR, KC, MC, NB = _blocking(ws)
     M, N = C.shape
-    if swap:
-        M, N = N, M
+    isz = C.itemsize
+    W = VECTOR_BYTES // isz
     a_len, b_len, _ = _slot_parts_compiled(M, N, P, MR, NR, KC, MC, NB)
     a_off = slot * per_slot
     b_off = a_off + a_len
     t_off = b_off + b_len
-    n = C.shape[1]
+    ws_at = _address(ws)
+    c_at = _address(C)
     row_panels = -(-M // MR)
     col_panels = -(-N // NR)
     n_passes = -(-P // KC)
-    isz = B.itemsize
-    b_rows = not swap and not b_trans and B.strides[1] == isz and (B.shape[0] <= 1 or B.strides[0] == N * isz)
+    b_rows = not b_trans and _unit_stride(B, 1) and (B.shape[0] <= 1 or B.strides[0] == N * isz)
+    # A unpacked: element (i, p) at A_at + (i * a_step + p) * isz (rows of A), or (p * a_step + i) * isz (of Aᵀ)
+    a_by_rows = not a_trans
+    a_direct_ok = _unit_stride(A, 1)
+    a_step = A.strides[0] // isz
     for u in range(slot, units_r * units_c, n_slots):
         ur, uc = u // units_c, u % units_c
         r_lo = min(M, (ur * row_panels // units_r) * MR)
@@ -337,95 +392,80 @@ def _run_slot(C, A, a_trans, B, b_trans, P, ws, swap, slot, n_slots, units_r, un
         direct = b_rows and r_hi - r_lo <= DIRECT_B_MAX_ROWS
         c_lo = min(N, (uc * col_panels // units_c) * NR)
         c_hi = min(N, ((uc + 1) * col_panels // units_c) * NR)
+        a_direct = a_direct_ok and c_hi - c_lo <= NR
         for ic in range(r_lo, r_hi, MC):
             rows = min(MC, r_hi - ic)
             for k_pass in range(n_passes):  # passes of equal length (<= KC terms), not KC + a short rest
                 pc = k_pass * P // n_passes
                 kc = (k_pass + 1) * P // n_passes - pc
                 first = k_pass == 0
-                if swap:
-                    _pack(ws, a_off, B, b_trans, ic, rows, pc, kc, MR)
-                else:
+                if not a_direct:
                     _pack(ws, a_off, A, not a_trans, ic, rows, pc, kc, MR)
                 for jc in range(c_lo, c_hi, NB):
                     cols = min(NB, c_hi - jc)
                     full = (cols // NR) * NR if direct else 0  # columns read from B itself, unpacked
-                    if swap:
-                        _pack(ws, b_off, A, not a_trans, jc, cols, pc, kc, NR)
-                    elif full < cols:
+                    if full < cols:
                         _pack(ws, b_off + full * kc, B, b_trans, jc + full, cols - full, pc, kc, NR)
                     n_ti = -(-rows // MR)
                     n_tj = -(-cols // NR)
                     n_tiles = n_ti * n_tj
                     for tile in range(n_tiles):  # row by row; column by column when B is read unpacked
                         ti, tj = _tile_at(tile, direct, n_ti, n_tj, MR, NR)
+                        r, c = ic + ti, jc + tj
                         mv = min(MR, rows - ti)
                         nv = min(NR, cols - tj)
-                        if mv == MR and nv == NR and not swap:
-                            pf = -1  # where the next tile of C starts, to prefetch it
+                        if tj < full:
+                            b_at, ldb = _address(B) + (pc * N + c) * isz, N
+                        else:
+                            b_at, ldb = ws_at + (b_off + tj * kc) * isz, NR
+                        if not a_direct:
+                            a_at, step, by_rows = ws_at + (a_off + ti * kc) * isz, MR, False
+                        elif mv < MR:  # past the last row of A: pack this one panel, zero-padded
+                            _pack(ws, a_off, A, not a_trans, r, mv, pc, kc, MR)
+                            a_at, step, by_rows = ws_at + a_off * isz, MR, False
+                        elif a_by_rows:
+                            a_at, step, by_rows = _address(A) + (r * a_step + pc) * isz, a_step, True
+                        else:
+                            a_at, step, by_rows = _address(A) + (pc * a_step + r) * isz, a_step, False
+                        nvec = -(-nv // W)
+                        if mv == MR and nv == NR:
+                            pf = 0  # where the next tile of C starts, to prefetch it
                             if tile + 1 < n_tiles:
                                 ni, nj = _tile_at(tile + 1, direct, n_ti, n_tj, MR, NR)
-                                pf = (ic + ni) * n + jc + nj
-                            if tj < full:
-                                _micro_kernel(ws, a_off + ti * kc, B, pc * N + jc + tj, N,
-                                              C, (ic + ti) * n + jc + tj, n, kc, first, pf)
-                            else:
-                                _micro_kernel(ws, a_off + ti * kc, ws, b_off + tj * kc, NR,
-                                              C, (ic + ti) * n + jc + tj, n, kc, first, pf)
+                                pf = c_at + ((ic + ni) * N + jc + nj) * isz
+                            _tile(ws, a_at, step, by_rows, b_at, ldb, c_at + (r * N + c) * isz, N, kc, first, pf,
+                                  nvec)
                             continue
-                        # through the scratch tile: a tile cut by the edge of C, or a tile of Cᵀ
-                        r, c = ic + ti, jc + tj
+                        # a tile cut by the edge of C: through the scratch tile
                         if not first:
                             for i in range(mv):
                                 for j in range(nv):
-                                    ws[t_off + i * NR + j] = C[c + j, r + i] if swap else C[r + i, c + j]
-                        if tj < full:
-                            _micro_kernel(ws, a_off + ti * kc, B, pc * N + jc + tj, N, ws, t_off, NR, kc, first,
-                                          -1)
-                        else:
-                            _micro_kernel(ws, a_off + ti * kc, ws, b_off + tj * kc, NR, ws, t_off, NR, kc, first,
-                                          -1)
+                                    ws[t_off + i * NR + j] = C[r + i, c + j]
+                        _tile(ws, a_at, step, by_rows, b_at, ldb, ws_at + t_off * isz, NR, kc, first, 0, nvec)
                         for i in range(mv):
                             for j in range(nv):
-                                if swap:
-                                    C[c + j, r + i] = ws[t_off + i * NR + j]
-                                else:
-                                    C[r + i, c + j] = ws[t_off + i * NR + j]
+                                C[r + i, c + j] = ws[t_off + i * NR + j]
 
 
 @njit(**VECTOR_FLAGS)
 def _plan(C, P, ws):
-    """(packed?, swap?, n_slots, units_r, units_c, per_slot) for C = (...) with P terms and workspace ws.
-
-    Swap (compute Cᵀ, see :func:`_run_slot`) when C is narrower than NR and its
-    n columns, as rows of Cᵀ, fill a larger share of the MR·ceil(n/MR) tile rows
-    than of the NR lanes.
-    """
+    """(packed?, n_slots, units_r, units_c, per_slot) for C = (...) with P terms and workspace ws."""
     MR, NR, KC, MC, NB = _blocking(ws)
     m, n = C.shape
     isz = C.itemsize
     contiguous = C.strides[1] == isz and (m <= 1 or C.strides[0] == n * isz)
     if m * n * P < SMALL_WORK or not contiguous:
-        return False, False, 0, 0, 0, 0
-    swap = n < NR and m >= NR and -(-n // MR) * MR < NR  # n columns use n of NR lanes, or n of MR ceil(n/MR) rows
-    M, N = (n, m) if swap else (m, n)
-    a_len, b_len, t_len = _slot_parts_compiled(M, N, P, MR, NR, KC, MC, NB)
+        return False, 0, 0, 0, 0
+    a_len, b_len, t_len = _slot_parts_compiled(m, n, P, MR, NR, KC, MC, NB)
     per_slot = a_len + b_len + t_len
     capacity = ws.shape[0] // per_slot
     if capacity < 1:
         raise ValueError("products: ws is shorter than products.workspace_size(m, n, p)")
     threads = num_threads() if m * n * P >= PARALLEL_MIN_MACS else 1
-    units_c = min(threads, -(-N // NR))
-    units_r = min(-(-threads // units_c), -(-M // MR))
+    units_c = min(threads, -(-n // NR))
+    units_r = min(-(-threads // units_c), -(-m // MR))
     n_slots = min(threads, capacity, units_r * units_c)
-    return True, swap, n_slots, units_r, units_c, per_slot
-
-
-@njit(**VECTOR_FLAGS)
-def _check(m, n, P, a_rows, a_cols, b_rows, b_cols):
-    """Raise unless C (m x n) = A (a_rows x a_cols) times B (b_rows x b_cols) as read, with P terms."""
-    if a_rows != m or b_cols != n or a_cols != P or b_rows != P:
-        raise ValueError("products: shapes of C, A, B do not match")
+    return True, n_slots, units_r, units_c, per_slot
 
 
 # ---------------------------------------------------------------------------
@@ -433,75 +473,67 @@ def _check(m, n, P, a_rows, a_cols, b_rows, b_cols):
 # ---------------------------------------------------------------------------
 
 
-def _matmul_nn(C, A, B, ws):
-    r"""C_rc = Σ_p A_rp B_pc  (C = A @ B); C: (m, n), A: (m, P), B: (P, n)."""
+def _matmul(C, A, a_trans, B, b_trans, ws):
+    r"""C_rc = Σ_p A(r, p) B(p, c): A(r, p) = A[p, r] if a_trans else A[r, p], B(p, c) likewise with b_trans.
+
+    The one body of the three products (each passes its own literal a_trans, b_trans).
+    """
     m, n = C.shape
-    P = A.shape[1]
-    _check(m, n, P, A.shape[0], A.shape[1], B.shape[0], B.shape[1])
-    packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
+    P = A.shape[0] if a_trans else A.shape[1]
+    a_rows, a_cols = (A.shape[1], A.shape[0]) if a_trans else (A.shape[0], A.shape[1])
+    b_rows, b_cols = (B.shape[1], B.shape[0]) if b_trans else (B.shape[0], B.shape[1])
+    if a_rows != m or b_cols != n or a_cols != P or b_rows != P:
+        raise ValueError("products: shapes of C, A, B do not match")
+    packed, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
     if packed and n_slots == 1:
         # (slot and count as run-time integers: literal 0, 1 would compile a second _run_slot)
-        _run_slot(C, A, False, B, False, P, ws, swap, n_slots - 1, n_slots, units_r, units_c, per_slot)
+        _run_slot(C, A, a_trans, B, b_trans, P, ws, n_slots - 1, n_slots, units_r, units_c, per_slot)
         return
     if packed:
         for s in prange(n_slots):
-            _run_slot(C, A, False, B, False, P, ws, swap, s, n_slots, units_r, units_c, per_slot)
+            _run_slot(C, A, a_trans, B, b_trans, P, ws, s, n_slots, units_r, units_c, per_slot)
         return
-    for r in prange(m):
+    for r in prange(m):  # the plain loops: multiply, then add, p ascending
         for c in range(n):
             C[r, c] = 0.0
         for p in range(P):
-            a = A[r, p]
-            for c in range(n):
-                C[r, c] += a * B[p, c]
+            a = A[p, r] if a_trans else A[r, p]
+            if b_trans:
+                for c in range(n):
+                    C[r, c] += a * B[c, p]
+            else:
+                for c in range(n):
+                    C[r, c] += a * B[p, c]
 
 
-def _matmul_tn(C, A, B, ws):
+_product = compile_twice(_matmul, JIT_FLAGS)
+
+
+def matmul_nn(C, A, B, ws):
+    r"""C_rc = Σ_p A_rp B_pc  (C = A @ B); C: (m, n), A: (m, P), B: (P, n)."""
+    _product(C, A, False, B, False, ws)
+
+
+def matmul_tn(C, A, B, ws):
     r"""C_rc = Σ_p A_pr B_pc  (C = Aᵀ @ B); C: (m, n), A: (P, m), B: (P, n)."""
-    m, n = C.shape
-    P = A.shape[0]
-    _check(m, n, P, A.shape[1], A.shape[0], B.shape[0], B.shape[1])
-    packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
-    if packed and n_slots == 1:
-        _run_slot(C, A, True, B, False, P, ws, swap, n_slots - 1, n_slots, units_r, units_c, per_slot)
-        return
-    if packed:
-        for s in prange(n_slots):
-            _run_slot(C, A, True, B, False, P, ws, swap, s, n_slots, units_r, units_c, per_slot)
-        return
-    for r in prange(m):
-        for c in range(n):
-            C[r, c] = 0.0
-        for p in range(P):
-            a = A[p, r]
-            for c in range(n):
-                C[r, c] += a * B[p, c]
+    _product(C, A, True, B, False, ws)
 
 
-def _matmul_nt(C, A, B, ws):
+def matmul_nt(C, A, B, ws):
     r"""C_rc = Σ_p A_rp B_cp  (C = A @ Bᵀ); C: (m, n), A: (m, P), B: (n, P)."""
-    m, n = C.shape
-    P = A.shape[1]
-    _check(m, n, P, A.shape[0], A.shape[1], B.shape[1], B.shape[0])
-    packed, swap, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
-    if packed and n_slots == 1:
-        _run_slot(C, A, False, B, True, P, ws, swap, n_slots - 1, n_slots, units_r, units_c, per_slot)
-        return
-    if packed:
-        for s in prange(n_slots):
-            _run_slot(C, A, False, B, True, P, ws, swap, s, n_slots, units_r, units_c, per_slot)
-        return
-    for r in prange(m):
-        for c in range(n):
-            acc = 0.0
-            for p in range(P):
-                acc += A[r, p] * B[c, p]
-            C[r, c] = acc
+    _product(C, A, False, B, True, ws)
 
 
-matmul_nn = compile_twice(_matmul_nn, JIT_FLAGS)
-matmul_tn = compile_twice(_matmul_tn, JIT_FLAGS)
-matmul_nt = compile_twice(_matmul_nt, JIT_FLAGS)
+def _twice(py_func):
+    """``py_func`` (calling ``_product``) compiled, with a twin calling ``_product.serial`` at ``.serial``."""
+    compiled = jit(**JIT_FLAGS)(py_func)
+    compiled.serial = jit(**JIT_FLAGS)(variant_copy(py_func, "_serial", {"_product": _product.serial}))
+    return compiled
+
+
+matmul_nn = _twice(matmul_nn)
+matmul_tn = _twice(matmul_tn)
+matmul_nt = _twice(matmul_nt)
 
 #: The serial twins under their own names, for compiled code (which cannot read ``matmul_nn.serial``).
 matmul_nn_serial = matmul_nn.serial

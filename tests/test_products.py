@@ -36,6 +36,8 @@ SHAPES = [
     (1030, 20, 20),                                      # more than MC packed rows
     (64, 10, 300), (10, 64, 300),                        # the narrow output layer of 784-1024-10
     (1030, 60, 20), (64, 10, 2000),                      # above PARALLEL_MIN_MACS: one block per thread
+    (1003, 9, 300), (77, 16, 100), (77, 17, 100),        # narrow C (A read unpacked): 1, 2, 3 vectors ...
+    (501, 23, 600), (2050, 10, 70),                      # ... a last row tile cut short, and in parallel
 ]
 
 NAMES = ("nn", "tn", "nt")
@@ -81,7 +83,7 @@ def test_matches_numpy_serial_and_parallel_bit_identical(kind, dtype, rng):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
 def test_three_products_sum_in_the_same_order(dtype, rng):
     """Packed path: C_rc = fma chain over p ascending, whatever the operands' layout, so all three agree bit for bit."""
-    for m, n, p in [(9, 25, 257), (33, 500, 70), (64, 10, 300)]:
+    for m, n, p in [(9, 25, 257), (33, 500, 70), (64, 10, 300), (1003, 9, 300)]:
         assert m * n * p >= products.SMALL_WORK
         a = rng.standard_normal((m, p)).astype(dtype)
         b = rng.standard_normal((p, n)).astype(dtype)
@@ -124,6 +126,31 @@ def test_strided_operands_are_read_through_the_packing(rng):
     C = np.empty((20, 30))
     products.matmul_nn(C, A, B, products.workspace(20, 30, 300, np.float64))
     check(C, A @ B, np.abs(A) @ np.abs(B), np.float64, "strided operands")
+
+
+@pytest.mark.parametrize("kind", NAMES)
+def test_narrow_c_reads_a_with_any_strides(kind, rng):
+    """A narrow C reads A unpacked when its rows (Aᵀ's for tn) have stride 1, from a view with a longer row
+    stride too, and packs it when they do not."""
+    m, n, p = 203, 10, 300
+    a = rng.standard_normal((m, p))
+    b = rng.standard_normal((p, n))
+    B = np.ascontiguousarray(b.T) if kind == "nt" else b
+    big = rng.standard_normal((2 * m + 5, 2 * p + 5)) if kind != "tn" else rng.standard_normal((2 * p + 5, 2 * m + 5))
+    views = {"rows stride 1, longer rows": lambda x: big[:x.shape[0], :x.shape[1]],
+             "every other element": lambda x: big[:2 * x.shape[0]:2, :2 * x.shape[1]:2]}
+    for what, view in views.items():
+        A = view(a.T if kind == "tn" else a)
+        A[...] = a.T if kind == "tn" else a
+        C = np.full((m, n), np.nan)
+        product(kind)(C, A, B, products.workspace(m, n, p, np.float64))
+        check(C, a @ b, np.abs(a) @ np.abs(b), np.float64, f"matmul_{kind}, A {what}")
+
+
+def test_a_register_tile_row_is_three_vectors():
+    """The micro-kernel is called with 1 to 3 vectors per tile row: NR must be 3 vectors."""
+    for dtype, (_, NR, *_) in products.BLOCKING.items():
+        assert NR * dtype.itemsize == 3 * products.VECTOR_BYTES, dtype
 
 
 def test_writes_only_inside_c(rng):
