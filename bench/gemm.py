@@ -14,7 +14,9 @@ on the same arrays, one repeat of each at a time (round-robin), medians.  Two
 sweeps: width 256..2048 at n = 1024, and n 64..4096 at width 1024.  The peak is
 cores x vector lanes x FMA units x 2 flops x clock (from /proc/cpuinfo; the
 number of FMA units per core is not in /proc/cpuinfo: --fma-units, default 2
-for an AVX-512 Xeon).  Then one epoch of 784-1024-10 at n = 1024 through the
+for an AVX-512 Xeon).  /proc/cpuinfo may give the base clock, below the one a core
+runs at: the header also gives the micro-kernel's own rate on panels in L1
+(``products.micro_kernel_rate``), the ceiling a product of this design reaches.  Then one epoch of 784-1024-10 at n = 1024 through the
 tuned engine, the compiled loop (fused), NumPy and PyTorch eager, with all
 threads (:func:`nbmlp.benchmark.time_round_robin`, wall time) and with one
 thread each (process CPU time, which a busy machine disturbs less).
@@ -148,7 +150,12 @@ def markdown(result):
                      f"{b.get('num_threads')} threads)" for b in m.get("blas", []) if isinstance(b, dict))
     lines = [f"Machine: {m['cpu']}, {m['logical_cpus']} CPUs, Numba {m['numba']} ({m['numba_threads']} threads), "
              f"BLAS: {blas}, OpenBLAS env: {m['openblas_env']}.  ",
-             f"Peak: {result['peak_how']} = " + ", ".join(f"{v:.0f} GF/s {k}" for k, v in result["peak"].items()),
+             f"Peak: {result['peak_how']} = " + ", ".join(f"{v:.0f} GF/s {k}" for k, v in result["peak"].items())
+             + ".  ",
+             "The micro-kernel alone, its panels in L1, one thread (``products.micro_kernel_rate``, what a core "
+             "sustains at its actual clock): " + ", ".join(
+                 f"{v:.1f} GF/s {k} ({100 * v / (result['peak'][k] / result['cores']):.0f}% of one core's peak above)"
+                 for k, v in result["kernel_ceiling"].items()) + ".",
              "", "All threads, wall time; and one thread each (serial compilation, BLAS limited to one thread), "
              "CPU time of that thread.", "",
              "| dtype | product | n | width | nbmlp GF/s | BLAS GF/s | nbmlp / BLAS | % of peak "
@@ -248,7 +255,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     peak_gf, how, cores = peak(args.fma_units)
     result = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "peak": peak_gf, "peak_how": how,
-              "cores": cores,
+              "cores": cores, "kernel_ceiling": {d: products.micro_kernel_rate(d) for d in dtypes},
               "products": [], "epoch": {}}
     for dtype in dtypes:
         print(f"compiling and timing the products, {dtype} ...", flush=True)

@@ -66,6 +66,8 @@ ascending: a different rounding, also independent of threads).
 
 from __future__ import annotations
 
+import time
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -540,6 +542,49 @@ matmul_nn_serial = matmul_nn.serial
 matmul_tn_serial = matmul_tn.serial
 matmul_nt_serial = matmul_nt.serial
 
+
+@njit(**VECTOR_FLAGS)
+def _kernel_loop(ws, kc, calls):
+    """The micro-kernel ``calls`` times on the same packed panels (A, then B, then the tile) at the start of ws."""
+    MR, NR = _blocking(ws)[:2]
+    at = _address(ws)
+    b_at = at + MR * kc * ws.itemsize
+    c_at = b_at + NR * kc * ws.itemsize
+    for _ in range(calls):
+        _micro_kernel(ws, at, MR, b_at, NR, c_at, NR, kc, False, 0, False, 3)
+
+
+def micro_kernel_rate(dtype, seconds: float = 0.2) -> float:
+    """GF/s of one thread running the micro-kernel on panels that stay in L1 (KC = 128): this design's ceiling.
+
+    Nothing but the tile's fused multiply-adds and its operand loads, so it measures what
+    one core sustains (its FMA units at its actual clock), the rate a product reaches
+    only if packing, the caches and C's loads and stores cost nothing.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in BLOCKING:
+        raise TypeError(f"micro_kernel_rate: dtype must be float32 or float64, got {dtype}")
+    MR, NR = BLOCKING[dtype][:2]
+    kc = 128
+    ws = workspace(MR + 1, NR, kc, dtype)
+    ws[:] = 1e-3
+    calls = 64
+    _kernel_loop(ws, kc, 1)
+    while True:
+        t = time.perf_counter()
+        _kernel_loop(ws, kc, calls)
+        elapsed = time.perf_counter() - t
+        if elapsed >= seconds / 4:
+            break
+        calls *= 4
+    best = elapsed
+    for _ in range(3):
+        t = time.perf_counter()
+        _kernel_loop(ws, kc, calls)
+        best = min(best, time.perf_counter() - t)
+    return 2 * MR * NR * kc * calls / best / 1e9
+
+
 __all__ = ["BLOCKING", "DIRECT_B_MAX_ROWS", "PARALLEL_MIN_MACS", "SMALL_WORK", "VECTOR_BYTES", "matmul_nn",
-           "matmul_nn_serial", "matmul_nt", "matmul_nt_serial", "matmul_tn", "matmul_tn_serial", "workspace",
-           "workspace_size"]
+           "matmul_nn_serial", "matmul_nt", "matmul_nt_serial", "matmul_tn", "matmul_tn_serial",
+           "micro_kernel_rate", "workspace", "workspace_size"]

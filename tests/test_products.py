@@ -153,6 +153,14 @@ def test_a_register_tile_row_is_three_vectors():
         assert NR * dtype.itemsize == 3 * products.VECTOR_BYTES, dtype
 
 
+def test_micro_kernel_rate_is_a_rate_and_checks_its_dtype():
+    for dtype in DTYPES:
+        rate = products.micro_kernel_rate(dtype, seconds=0.01)
+        assert np.isfinite(rate) and rate > 0.0
+    with pytest.raises(TypeError, match="micro_kernel_rate: dtype"):
+        products.micro_kernel_rate(np.int64)
+
+
 def test_writes_only_inside_c(rng):
     """C a block of rows inside a larger array (C-contiguous): the edge tiles touch nothing around it."""
     outer = np.full((12, 50), 7.0)
