@@ -36,12 +36,15 @@ kernel.  What changes, and why:
 6. **Helpers for nbmlp.fused's compiled loop** (not used by the kernels
    below): :func:`lane_dot` / :func:`lane_sum`, sums over samples in 16
    interleaved partial sums written as explicit LLVM vector code (fixed order,
-   vectorized without ``reassoc``), and :func:`sigmoid_same_type`, σ in its
-   argument's float type: for float32 the float32 twins of the exp and
-   sigmoid, :func:`exp_nonpositive_f32` / :func:`sigmoid_fast_f32`.
+   vectorized without ``reassoc``).
 7. **float32 arrays accumulate in float32** (as BLAS does) so the vector
    loops run 8 lanes wide instead of converting to float64; the literal tier
    accumulates in float64.  The float32 tolerance (1e-5) covers both.
+8. **float32 arrays get a float32 sigmoid**: :func:`sigmoid_same_type` is
+   :func:`sigmoid_fast_f32` (:func:`exp_nonpositive_f32` and the division in
+   float32, 8 lanes per 256-bit vector) for float32 z and :func:`sigmoid_fast`
+   otherwise.  ``sigmoid_forward`` here, :mod:`nbmlp.compiled` and
+   :mod:`nbmlp.fused` all compute σ with it.
 
 Flags (:data:`TUNED_FLAGS`): ``fastmath={"contract"}`` only, which lets LLVM
 fuse ``a * b + c`` into one FMA (one rounding instead of two).  No ``reassoc``
@@ -537,7 +540,7 @@ def _sigmoid_forward_flat(h, z):
         hc = h[c * CHUNK:min(m_total, (c + 1) * CHUNK)]
         zc = z[c * CHUNK:min(m_total, (c + 1) * CHUNK)]
         for m in range(zc.shape[0]):
-            hc[m] = sigmoid_fast(np.float64(zc[m]))
+            hc[m] = sigmoid_same_type(zc[m])
 
 
 @tuned_kernel
