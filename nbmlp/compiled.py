@@ -64,7 +64,7 @@ from numba import prange
 from . import ops, parallel, products
 from ._jit import compile_twice, compiling, jit, variant_copy
 from .kernels import LEAKY_RELU_SLOPE
-from .kernels_tuned import TUNED_FLAGS, exp_nonpositive, sigmoid_fast
+from .kernels_tuned import TUNED_FLAGS, exp_nonpositive, sigmoid_same_type
 from .ops import (
     ACT_IDENTITY,
     ACT_LEAKY_RELU,
@@ -112,13 +112,13 @@ SUM_LOSSES = frozenset(name for name, op in ops.LOSSES.items() if op.reduction =
 
 @jit(**ENGINE_FLAGS)
 def input_forward(h0, X, sigmoid):
-    r"""h0 = σ(X) (or X), σ by :func:`nbmlp.kernels_tuned.sigmoid_fast`.  h0, X: (n, d0)."""
+    r"""h0 = σ(X) (or X), σ by :func:`nbmlp.kernels_tuned.sigmoid_same_type` (in X's float type).  h0, X: (n, d0)."""
     n, d = X.shape
     for i in range(n):
         for j in range(d):
             x = X[i, j]
             if sigmoid:
-                h0[i, j] = sigmoid_fast(np.float64(x))
+                h0[i, j] = sigmoid_same_type(x)
             else:
                 h0[i, j] = x
 
@@ -157,9 +157,9 @@ def activation_forward_rows(h, z, b, act):
     for i in range(z.shape[0]):
         for k in range(d):
             z[i, k] += b[k]
-        if act == ACT_SIGMOID:  # the tuned tier's vectorizable σ, in float64 (about 1 ulp)
+        if act == ACT_SIGMOID:  # the tuned tier's vectorizable σ, in z's float type (a few ulp of it)
             for k in range(d):
-                h[i, k] = sigmoid_fast(np.float64(z[i, k]))
+                h[i, k] = sigmoid_same_type(z[i, k])
         elif act == ACT_TANH:
             for k in range(d):
                 h[i, k] = math.tanh(z[i, k])

@@ -20,9 +20,8 @@ allocation per epoch.  More changes against the literal loops, each measured on
   left out of the loss), so no vector loop ends in scalar iterations;
 - the input sigmoid h0 = σ(X) does not change between epochs: it is
   computed once per call;
-- the sigmoid uses the tuned tier's vectorizable exp
-  (:func:`nbmlp.kernels_tuned.exp_nonpositive`), and for **float32** nets
-  its float32 twin (:func:`~nbmlp.kernels_tuned.sigmoid_fast_f32`: exp and
+- the sigmoid is the tuned tier's (:func:`nbmlp.kernels_tuned.sigmoid_same_type`):
+  a vectorizable exp, and for **float32** nets its float32 twin (exp and
   division in float32, 8 lanes per vector);
 - **passes are fused**: the last term of each z row, + b and σ in one pass;
   the loss terms, ∂L/∂h and σ' of the output layer in one pass; the last
@@ -70,8 +69,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from numba import njit
 
 from . import kernels_tuned as tuned
 from . import ops
@@ -82,8 +80,7 @@ from .kernels_tuned import (
     lane_dot_rows,
     lane_sum,
     lane_sum_row,
-    sigmoid_fast,
-    sigmoid_fast_f32,
+    sigmoid_same_type,
     tile_product,
 )
 from .ops import ACT_IDENTITY, ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, LOSS_HALF_SSE
@@ -164,20 +161,6 @@ def variant(net) -> Variant:
 # ---------------------------------------------------------------------------
 # The pieces of an epoch (batch stored transposed: unit x sample)
 # ---------------------------------------------------------------------------
-
-
-def _sigmoid_same(z):
-    """σ(z) in z's own float type (stub; the compiled versions are chosen by the overload below)."""
-    raise NotImplementedError
-
-
-@overload(_sigmoid_same, jit_options={"fastmath": {"contract"}, "error_model": "numpy"})
-def _sigmoid_same_overload(z):
-    # float32 networks: exp and the division in float32 (8 lanes per 256-bit vector, float32
-    # division ~3x the throughput of float64); about 2 float32 ulp, inside the 1e-5 tolerance.
-    if z == types.float32:
-        return lambda z: sigmoid_fast_f32(z)
-    return lambda z: sigmoid_fast(np.float64(z))
 
 
 @njit(**TUNED_FLAGS)
@@ -263,11 +246,11 @@ def _sigmoid_layer(h_out, h_in, theta, wo, bo, d_in, d_out):
         w_last = theta[wo + (d_in - 1) * d_out + k]
         if d_in == 1:
             for i in range(N):
-                h_out[k, i] = _sigmoid_same(h_in[0, i] * w_last + bk)
+                h_out[k, i] = sigmoid_same_type(h_in[0, i] * w_last + bk)
         else:
             _combine_rows(h_out, k, h_in, theta, wo + k, d_out, d_in - 1)
             for i in range(N):
-                h_out[k, i] = _sigmoid_same((h_out[k, i] + h_in[d_in - 1, i] * w_last) + bk)
+                h_out[k, i] = sigmoid_same_type((h_out[k, i] + h_in[d_in - 1, i] * w_last) + bk)
 
 
 @njit(**TUNED_FLAGS)
@@ -276,7 +259,7 @@ def _bias_sigmoid(h, theta, bo):
     for k in range(h.shape[0]):
         bk = theta[bo + k]
         for i in range(h.shape[1]):
-            h[k, i] = _sigmoid_same(h[k, i] + bk)
+            h[k, i] = sigmoid_same_type(h[k, i] + bk)
 
 
 @njit(**TUNED_FLAGS)

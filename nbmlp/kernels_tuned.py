@@ -36,11 +36,15 @@ kernel.  What changes, and why:
 6. **Helpers for nbmlp.fused's compiled loop** (not used by the kernels
    below): :func:`lane_dot` / :func:`lane_sum`, sums over samples in 16
    interleaved partial sums written as explicit LLVM vector code (fixed order,
-   vectorized without ``reassoc``), and :func:`exp_nonpositive_f32` /
-   :func:`sigmoid_fast_f32`, the float32 twins of the exp and sigmoid.
+   vectorized without ``reassoc``).
 7. **float32 arrays accumulate in float32** (as BLAS does) so the vector
    loops run 8 lanes wide instead of converting to float64; the literal tier
    accumulates in float64.  The float32 tolerance (1e-5) covers both.
+8. **float32 arrays get a float32 sigmoid**: :func:`sigmoid_same_type` is
+   :func:`sigmoid_fast_f32` (:func:`exp_nonpositive_f32` and the division in
+   float32, 8 lanes per 256-bit vector) for float32 z and :func:`sigmoid_fast`
+   otherwise.  ``sigmoid_forward`` here, :mod:`nbmlp.compiled` and
+   :mod:`nbmlp.fused` all compute σ with it.
 
 Flags (:data:`TUNED_FLAGS`): ``fastmath={"contract"}`` only, which lets LLVM
 fuse ``a * b + c`` into one FMA (one rounding instead of two).  No ``reassoc``
@@ -65,7 +69,7 @@ import threading
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, overload
 
 from . import kernels as literal
 from . import products
@@ -291,9 +295,9 @@ _ROUND_SHIFT_F32 = np.float32(12582912.0)  # 1.5 * 2^23
 def exp_nonpositive_f32(x):
     r"""e^x for float32 x <= 0 (and NaN), in float32 arithmetic: the float32 twin of :func:`exp_nonpositive`.
 
-    Added for float32 networks (nbmlp.fused): computing the sigmoid in float32
-    runs 8 lanes per 256-bit vector instead of 4 and replaces the float64
-    division by a float32 one.  Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2,
+    For float32 arrays (:func:`sigmoid_same_type`): computing the sigmoid in
+    float32 runs 8 lanes per 256-bit vector instead of 4 and replaces the
+    float64 division by a float32 one.  Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2,
     e^r = 1 + (r + r^2 P(r)) with a degree-5 minimax P (relative error about
     1e-7, i.e. 1 float32 ulp; the float32 tolerance against the reference is
     1e-5), 2^n from its bits in two halves so that subnormal results come out
@@ -325,6 +329,26 @@ def sigmoid_fast_f32(z):
     e = exp_nonpositive_f32(-abs(z))
     s = _F32_ONE / (_F32_ONE + e)
     return s if z >= np.float32(0.0) else e * s
+
+
+def sigmoid_same_type(z):
+    r"""σ(z) in z's own float type: :func:`sigmoid_fast_f32` for a float32 z, else :func:`sigmoid_fast` in float64.
+
+    For compiled code, where the overload below picks the version by z's type
+    when the caller is compiled (float32 arrays get float32 arithmetic, about
+    2 float32 ulp, inside the float32 tolerance of 1e-5).  Called from Python
+    it makes the same choice on the scalar's type.
+    """
+    if isinstance(z, np.float32):
+        return np.float32(sigmoid_fast_f32(z))
+    return sigmoid_fast(np.float64(z))
+
+
+@overload(sigmoid_same_type, jit_options={k: v for k, v in TUNED_FLAGS.items() if k != "cache"})
+def _sigmoid_same_type_overload(z):
+    if z == types.float32:
+        return lambda z: sigmoid_fast_f32(z)
+    return lambda z: sigmoid_fast(np.float64(z))
 
 
 # ---------------------------------------------------------------------------
@@ -516,7 +540,7 @@ def _sigmoid_forward_flat(h, z):
         hc = h[c * CHUNK:min(m_total, (c + 1) * CHUNK)]
         zc = z[c * CHUNK:min(m_total, (c + 1) * CHUNK)]
         for m in range(zc.shape[0]):
-            hc[m] = sigmoid_fast(np.float64(zc[m]))
+            hc[m] = sigmoid_same_type(zc[m])
 
 
 @tuned_kernel

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 from conftest import rel_err
+from test_tuned import EXP_F32_REL_TOL, SIGMOID_REL_TOL, sigmoid_elementwise, sigmoid_exact
 
 import nbmlp
 from nbmlp import compiled, ops, parallel, reference
@@ -430,6 +431,30 @@ def test_layer_functions_parallel_equal_serial_and_the_numpy_twins(name, dtype, 
         getattr(reference, op.backward)(expected, dh[:B].astype(np.float64), h[:B].astype(np.float64))
         _assert_same(ser[0][:B], expected, tol, f"{name} backward {B}x{d}")
         np.testing.assert_array_equal(ser[0][B:], dh[B:])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sigmoid_layer_and_input_sigmoid_compute_in_the_arrays_float_type(dtype, rng):
+    """σ of a layer (+ b first) and of the input: bit for bit the scalar σ of the dtype (float32 arithmetic for
+    float32, not float64 math rounded), and near the exact σ."""
+    rtol = EXP_F32_REL_TOL if dtype == "float32" else SIGMOID_REL_TOL
+    for B, d in LAYER_SHAPES:
+        z = (rng.normal(size=(B, d)) * 4).astype(dtype)
+        b = rng.normal(size=d).astype(dtype)
+        zb = z + b  # rounded once in dtype, as the layer adds the bias
+        for f in (compiled.activation_forward, compiled.activation_forward.serial):
+            h, zc = np.full_like(z, np.nan), z.copy()
+            with parallel.region():
+                f(h, zc, b, ops.ACTIVATIONS["sigmoid"].code, B)
+            np.testing.assert_array_equal(zc, zb)
+            np.testing.assert_array_equal(h, sigmoid_elementwise(zb), err_msg=f"layer {B}x{d}")
+        np.testing.assert_allclose(h.astype(np.longdouble), sigmoid_exact(zb), rtol=rtol, atol=0.0)
+        h0 = np.full_like(z, np.nan)
+        compiled.input_forward(h0, z, True)
+        np.testing.assert_array_equal(h0, sigmoid_elementwise(z), err_msg=f"input {B}x{d}")
+        np.testing.assert_allclose(h0.astype(np.longdouble), sigmoid_exact(z), rtol=rtol, atol=0.0)
+        compiled.input_forward(h0, z, False)
+        np.testing.assert_array_equal(h0, z)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

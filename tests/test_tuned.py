@@ -202,6 +202,97 @@ def test_sigmoid_fast_f32_against_float64():
     assert out[-3] == 1.0 and out[-2] == 0.0 and np.isnan(out[-1])
 
 
+#: The tuned tier's flags without the disk cache: its helpers are inlined into the caller and take the
+#: caller's flags (with "contract" LLVM may fuse a * b + c, which changes the last bit).
+TUNED_FLAGS_UNCACHED = {k: v for k, v in kt.TUNED_FLAGS.items() if k != "cache"}
+
+
+@numba.njit(**TUNED_FLAGS_UNCACHED)
+def _sigmoid_f32_loop(out, z):
+    for m in range(z.shape[0]):
+        out[m] = kt.sigmoid_fast_f32(z[m])
+
+
+@numba.njit(**TUNED_FLAGS_UNCACHED)
+def _sigmoid_f64_loop(out, z):
+    for m in range(z.shape[0]):
+        out[m] = kt.sigmoid_fast(z[m])
+
+
+def sigmoid_elementwise(z):
+    """σ of every element by the scalar helper of z's dtype (sigmoid_fast_f32 / sigmoid_fast), one at a time."""
+    flat = np.ascontiguousarray(z).reshape(-1)
+    out = np.empty_like(flat)
+    (_sigmoid_f32_loop if z.dtype == np.float32 else _sigmoid_f64_loop)(out, flat)
+    return out.reshape(z.shape)
+
+
+def sigmoid_exact(z):
+    """σ(z) in long double (80-bit on x86), independent of the kernels."""
+    return 1.0 / (1.0 + np.exp(-z.astype(np.longdouble)))
+
+
+#: Largest relative error of the float64 sigmoid_fast against sigmoid_exact: exp's 4 ulp, the rounding
+#: of 1 + e, of the division and of e * s.
+SIGMOID_REL_TOL = 8 * np.finfo(np.float64).eps
+
+#: (n, d) of the sigmoid kernel tests: n = 1, width 1, odd shapes, and one across the 4096-element chunks.
+SIGMOID_SHAPES = [(1, 1), (1, 7), (9, 1), (13, 17), (3 * kt.CHUNK // 7 + 5, 7)]
+
+
+def _sigmoid_inputs(rng, n, d, dtype):
+    z = (rng.normal(size=(n, d)) * 4).astype(dtype)
+    z.flat[::11] = 0.0
+    return z
+
+
+def test_sigmoid_same_type_picks_the_float_type():
+    z32 = np.linspace(-30.0, 30.0, 1001, dtype=np.float32)
+    z64 = z32.astype(np.float64)
+    from_python = np.array([kt.sigmoid_same_type(x) for x in z32])
+    assert from_python.dtype == np.float32
+    np.testing.assert_array_equal(from_python, sigmoid_elementwise(z32))
+    np.testing.assert_array_equal([kt.sigmoid_same_type(x) for x in z64], sigmoid_elementwise(z64))
+
+    @numba.njit(**TUNED_FLAGS_UNCACHED)
+    def compiled(out, z):
+        for m in range(z.shape[0]):
+            out[m] = kt.sigmoid_same_type(z[m])
+
+    for z in (z32, z64):
+        out = np.empty_like(z)
+        compiled(out, z)
+        np.testing.assert_array_equal(out, sigmoid_elementwise(z))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+def test_sigmoid_forward_computes_in_the_arrays_float_type(dtype, forced, rng):
+    """float32: bit for bit sigmoid_fast_f32 (float32 arithmetic), not float64 math rounded to float32;
+    float64: bit for bit sigmoid_fast, as before float32 got its own path.  Both near the exact σ."""
+    for n, d in SIGMOID_SHAPES:
+        z = _sigmoid_inputs(rng, n, d, dtype)
+        h = np.full_like(z, np.nan)
+        kt.sigmoid_forward(h, z)
+        assert h.dtype == dtype
+        np.testing.assert_array_equal(h, sigmoid_elementwise(z), err_msg=f"{n}x{d}")
+        rtol = EXP_F32_REL_TOL if dtype == np.float32 else SIGMOID_REL_TOL
+        np.testing.assert_allclose(h.astype(np.longdouble), sigmoid_exact(z), rtol=rtol, atol=0.0,
+                                   err_msg=f"{n}x{d}")
+    if dtype == np.float32:
+        # the bit-for-bit check above tells the two apart: float64 math rounded to float32 differs
+        z64_rounded = sigmoid_elementwise(z.astype(np.float64)).astype(np.float32)
+        assert np.count_nonzero(z64_rounded != h) > 0
+
+
+def test_sigmoid_float32_propagates_nan_and_saturates():
+    z = np.array([[np.nan, np.inf, -np.inf, 88.0, -87.0, 0.0]], np.float32)
+    h = np.empty_like(z)
+    kt.sigmoid_forward(h, z)
+    assert np.isnan(h[0, 0])
+    np.testing.assert_array_equal(h[0, [1, 2, 3, 5]], np.array([1.0, 0.0, 1.0, 0.5], np.float32))
+    assert 0.0 < h[0, 4] < 1e-37
+
+
 def _lanes_reference(x, y):
     """Σ x_i y_i in lane_dot's documented order, one term at a time (numpy scalars, no FMA)."""
     lanes = [x.dtype.type(0)] * kt.LANES
