@@ -14,12 +14,13 @@ on the same arrays, one repeat of each at a time (round-robin), medians.  Two
 sweeps: width 256..2048 at n = 1024, and n 64..4096 at width 1024.  The peak is
 cores x vector lanes x FMA units x 2 flops x clock (from /proc/cpuinfo; the
 number of FMA units per core is not in /proc/cpuinfo: --fma-units, default 2
-for an AVX-512 Xeon).  /proc/cpuinfo may give the base clock, below the one a core
-runs at: the header also gives the micro-kernel's own rate on panels in L1
-(``products.micro_kernel_rate``), the ceiling a product of this design reaches.  Then one epoch of 784-1024-10 at n = 1024 through the
-tuned engine, the compiled loop (fused), NumPy and PyTorch eager, with all
-threads (:func:`nbmlp.benchmark.time_round_robin`, wall time) and with one
-thread each (process CPU time, which a busy machine disturbs less).
+for an AVX-512 Xeon).  /proc/cpuinfo may give the base clock, below the one a
+core runs at: the header also gives the micro-kernel's own rate on panels in
+L1 (``products.micro_kernel_rate``), the ceiling a product of this design
+reaches.  Then one epoch of 784-1024-10 at n = 1024 through the tuned engine,
+the compiled loop (fused), NumPy and PyTorch eager, with all threads
+(:func:`nbmlp.benchmark.time_round_robin`, wall time) and with one thread each
+(process CPU time, which a busy machine disturbs less).
 
 Writes gemm.json (every number), gemm.md (the tables) and gemm.png (the chart)
 into --out (default bench/results/).
