@@ -637,6 +637,7 @@ class Trainer:
                     raise KeyboardInterrupt
         finally:
             interrupt.uninstall()
+            run.close()
             self._set_moments([s1, s2][:len(STATE_ARRAYS[self.optimizer_name])])
 
     def _run_python(self, X, T, w, validation, epochs):

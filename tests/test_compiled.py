@@ -151,6 +151,74 @@ def test_the_cases_cover_every_activation_loss_and_optimizer():
     assert opts == set(compiled.KINDS["optimizer"])
 
 
+
+def _fit_case(case, seed):
+    """A fresh net of ``case`` trained for EPOCHS epochs on data drawn from ``seed``: (net, run)."""
+    net_kwargs, options, n, weighted = CASES[case]
+    net, _ = _pair(net_kwargs, "float64")
+    rng = np.random.default_rng(seed)
+    X, T = _data(rng, net.sizes, n, net.loss_name)
+    w = rng.uniform(0.2, 3.0, size=n) if weighted else None
+    run = train(net, X, T, epochs=EPOCHS, sample_weight=w, **dict(options, seed=7, lr=options.get("lr", 0.3)))
+    return net, run
+
+
+def _same_fit(a, b):
+    assert a.loss_history == b.loss_history
+    assert a.validation_loss_history == b.validation_loss_history
+    for p, q in zip(a.W + a.b, b.W + b.b, strict=True):
+        assert np.array_equal(p, q)
+
+
+class _StaleSpares(compiled.SpareBuffers):
+    """Spare buffers at their worst: every one taken without zeroing holds NaN (a stale run's numbers)."""
+
+    def take(self, shape, dtype, zero=True, make=None):
+        a = super().take(shape, dtype, zero, make)
+        if not zero:
+            a.fill(np.nan)
+        return a
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_run_on_spare_buffers_equals_one_on_new_buffers(case, monkeypatch):
+    """A fit that reuses the buffers of the fit before it (the same shapes) gives the same bits as on new
+    buffers; buffers it takes without zeroing are written whole before they are read."""
+    compiled.SPARES.clear()
+    fresh, run = _fit_case(case, seed=5)
+    assert run.used_compiled_loop
+    _fit_case(case, seed=6)  # leaves its buffers, holding other numbers, to the next fit
+    reused, _ = _fit_case(case, seed=5)
+    _same_fit(fresh, reused)
+    monkeypatch.setattr(compiled, "SPARES", _StaleSpares())
+    _fit_case(case, seed=6)
+    stale, _ = _fit_case(case, seed=5)
+    _same_fit(fresh, stale)
+
+
+def test_spare_buffers_hand_back_a_finished_runs_arrays_zeroed_and_never_twice():
+    spares = compiled.SpareBuffers(max_bytes=1 << 20)
+    a, b = spares.take((4, 3), np.float64), spares.take((4, 3), np.float64)
+    assert a is not b and not a.any()
+    a.fill(7.0)
+    b.fill(8.0)
+    spares.keep([a, b])
+    c, d = spares.take((4, 3), np.float64), spares.take((4, 3), np.float64)
+    assert {id(c), id(d)} == {id(a), id(b)} and not c.any() and not d.any()
+    assert spares.take((4, 3), np.float64) is not a  # both were taken: a new one
+    assert spares.take((4, 3), np.float32).dtype == np.float32
+    spares.keep([a])
+    a.fill(7.0)
+    assert np.all(spares.take((4, 3), np.float64, zero=False) == 7.0)
+    big = np.zeros(1 << 18)
+    spares.keep([big])  # 2 MiB: over the limit, nothing kept
+    assert spares.take((1 << 18,), np.float64, zero=False) is not big
+    spares.keep([a])
+    spares.clear()
+    assert spares.take((4, 3), np.float64) is not a
+    ws = spares.take((5,), np.float64, zero=False, make=lambda: np.full(5, 2.0))
+    assert np.all(ws == 2.0)
+
 def test_early_stopping_case_really_stops_early(rng):
     run, _ = _compare("validation + early stopping", "float64", rng, epochs=300)
     assert run.stop_reason == "early_stopping" and run.epochs_run < 300
