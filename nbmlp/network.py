@@ -388,7 +388,10 @@ class MLP:
 
         Keyword ``options`` choose other training (mini-batches, momentum, Adam,
         weight decay, schedules, validation, early stopping, ``history``): see
-        :class:`nbmlp.training.Trainer`, which runs every fit.
+        :class:`nbmlp.training.Trainer`, which runs every fit.  The run's
+        buffers (activations, gradients, scratch) stay allocated for the next
+        fit with the same shapes, up to :data:`nbmlp.compiled.SPARE_BYTES`;
+        ``nbmlp.compiled.SPARES.clear()`` lets them go.
         """
         check_parameters(self)
         if distributed.is_dask_collection(X) or distributed.is_dask_collection(T):
