@@ -10,7 +10,9 @@ names the OpenBLAS kernel that ran, from threadpoolctl.)
 For a layer of width w (d_in = d_out = w) and n samples the three products are
 matmul_nn: (n x w)·(w x w), matmul_tn: (w x n)ᵀ·(n x w), matmul_nt: (n x w)·(w x w)ᵀ,
 each 2·n·w² flops, timed against NumPy's ``a @ b``, ``a.T @ b``, ``a @ b.T``
-on the same arrays, one repeat of each at a time (round-robin), medians.  Two
+on the same arrays, one repeat of each at a time (round-robin), medians; with
+all threads a repeat is a pause, one untimed call, then back-to-back calls for
+at least MIN_TIMED_SECONDS (threads running, as in training).  Two
 sweeps: width 256..2048 at n = 1024, and n 64..4096 at width 1024.  The peak is
 cores x vector lanes x FMA units x 2 flops x clock (from /proc/cpuinfo; the
 number of FMA units per core is not in /proc/cpuinfo: --fma-units, default 2
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -44,6 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nbmlp import benchmark, products  # noqa: E402
 
 KINDS = ("nn", "tn", "nt")
+
+#: A two-thread timing runs the product back to back for at least this long (a short product's
+#: threads would otherwise be timed as they start, not as they run in a training loop).
+MIN_TIMED_SECONDS = 0.02
 
 
 def time_product(kind, n, w, dtype, repeats, rng):
@@ -65,13 +72,19 @@ def time_product(kind, n, w, dtype, repeats, rng):
     times = {"nbmlp": [], "blas": [], "nbmlp_1": [], "blas_1": []}
     for g in (ours, blas, ours_1):
         g()
+    calls = {}  # back-to-back calls per timing, so that one lasts >= MIN_TIMED_SECONDS
+    for name, g in (("nbmlp", ours), ("blas", blas)):
+        t = time.perf_counter()
+        g()
+        calls[name] = max(1, math.ceil(MIN_TIMED_SECONDS / max(time.perf_counter() - t, 1e-7)))
     for _ in range(repeats):
         for name, g in (("nbmlp", ours), ("blas", blas)):
             time.sleep(benchmark.PAUSE_SECONDS)  # the other side's spinning threads go to sleep first
-            g()  # and this side's wake up: the timed call finds them running, as in a training loop
+            g()  # and this side's wake up: the timed calls find them running, as in a training loop
             t = time.perf_counter()
-            g()
-            times[name].append(time.perf_counter() - t)
+            for _ in range(calls[name]):
+                g()
+            times[name].append((time.perf_counter() - t) / calls[name])
         with threadpool_limits(1):  # one thread each, CPU time of that thread: robust to a busy machine
             for name, g in (("nbmlp_1", ours_1), ("blas_1", blas)):
                 t = time.thread_time()
