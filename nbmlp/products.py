@@ -196,41 +196,41 @@ def _address(typingctx, a):
 
 
 @intrinsic
-def _micro_kernel(typingctx, ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, a_by_rows, nvec):
+def _micro_kernel(typingctx, ws, a_at, a_step, a_by_rows, b_at, ldb, c_at, ldc, kc, first, pf_at, nvec):
     r"""Tile of C: C_ij = (first ? 0 : C_ij) + Σ_{p<kc} A_ip B_pj for i < MR, j < nvec·W.
 
     Operands are addressed by the byte addresses ``*_at`` of their first
     element (arrays of ws's dtype, from :func:`_address`) and element strides:
     C_ij at c_at[i*ldc + j], B_pj at b_at[p*ldb + j] (a packed panel, ldb = NR,
     or rows of B itself), and A_ip at a_at[p*a_step + i] (a packed panel,
-    a_step = MR, or Aᵀ's rows unpacked) or, with the literal ``a_by_rows``,
-    at a_at[i*a_step + p] (rows of A unpacked).  ``nvec`` (literal, 1 to NR/W):
-    vectors of W lanes per row of the tile, so a narrow C computes only the
-    lanes it keeps.  Each step is ``llvm.fma`` on MR x nvec accumulators kept in
-    registers.  Unless ``first`` or pf_at == 0, the MR rows of the tile at
-    pf_at (the next one, same ldc) are prefetched first, so that the next call
-    finds them in cache (a hint only: it changes no value and cannot fault).
+    a_step = MR, or Aᵀ's rows unpacked) or, with ``a_by_rows``, at
+    a_at[i*a_step + p] (rows of A unpacked).  ``nvec`` (1 to NR/W): vectors of
+    W lanes per row of the tile, so a narrow C computes only the lanes it
+    keeps.  Each (a_by_rows, nvec) pair is its own loop, chosen on entry: per
+    term p, ``llvm.fma`` on MR x nvec accumulators kept in registers.  Unless
+    ``first`` or pf_at == 0, the MR rows of the tile at pf_at (the next one,
+    same ldc) are prefetched first, so that the next call finds them in cache
+    (a hint only: it changes no value and cannot fault).
     """
-    if not (_float_1d(ws) and isinstance(a_by_rows, types.BooleanLiteral)
-            and isinstance(nvec, types.IntegerLiteral)):
+    if not _float_1d(ws):
         return None
     MR, NR = BLOCKING[np.dtype(ws.dtype.name)][:2]
-    by_rows = a_by_rows.literal_value
     intp_t = types.intp
-    sig = types.void(ws, intp_t, intp_t, intp_t, intp_t, intp_t, intp_t, intp_t, types.boolean, intp_t,
-                     a_by_rows, nvec)
+    sig = types.void(ws, intp_t, intp_t, types.boolean, intp_t, intp_t, intp_t, intp_t, intp_t, types.boolean,
+                     intp_t, intp_t)
 
     def codegen(context, builder, signature, args):
-        _, a_atv, a_stepv, b_atv, ldbv, c_atv, ldcv, kcv, firstv, pf_atv, _, _ = args
+        _, a_atv, a_stepv, by_rowsv, b_atv, ldbv, c_atv, ldcv, kcv, firstv, pf_atv, nvecv = args
         ftype = context.get_value_type(ws.dtype)
         size = context.get_abi_sizeof(ftype)
         W = VECTOR_BYTES // size
-        NV = min(nvec.literal_value, NR // W)
+        NV_MAX = NR // W
         vtype = ir.VectorType(ftype, W)
         vptr = vtype.as_pointer()
         fptr = ftype.as_pointer()
         intp = context.get_value_type(types.intp)
         i32 = ir.IntType(32)
+        i8p = ir.IntType(8).as_pointer()
 
         def const(v):
             return ir.Constant(intp, v)
@@ -238,73 +238,73 @@ def _micro_kernel(typingctx, ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, 
         a_base = builder.inttoptr(a_atv, fptr)
         b_base = builder.inttoptr(b_atv, fptr)
         c_base = builder.inttoptr(c_atv, fptr)
-        a_rows = [builder.gep(a_base, [builder.mul(a_stepv, const(i))], inbounds=True) for i in range(MR)] \
-            if by_rows else None
         zero = ir.Constant(vtype, [ir.Constant(ftype, 0.0)] * W)
-        c_ptrs = []
-        for i in range(MR):
-            row = builder.gep(c_base, [builder.mul(ldcv, const(i))], inbounds=True)
-            for v in range(NV):
-                c_ptrs.append(builder.bitcast(builder.gep(row, [const(v * W)], inbounds=True), vptr))
-        accs = [cgutils.alloca_once_value(builder, zero) for _ in c_ptrs]
-        i8p = ir.IntType(8).as_pointer()
         prefetch = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vtype, [vtype] * 3),
+                                             f"llvm.fma.v{W}f{8 * size}")
+        splat_mask = ir.Constant(ir.VectorType(i32, W), [0] * W)
+        undef = ir.Constant(vtype, ir.Undefined)
         want = builder.and_(builder.not_(firstv), builder.icmp_signed("!=", pf_atv, const(0)))
         with builder.if_then(want):
             pf_base = builder.inttoptr(pf_atv, fptr)
             for i in range(MR):
                 row = builder.gep(pf_base, [builder.mul(ldcv, const(i))])
-                for v in range(NV):  # one 64-byte line per vector
+                for v in range(NV_MAX):  # one 64-byte line per vector
                     line = builder.bitcast(builder.gep(row, [const(v * W)]), i8p)
                     builder.call(prefetch, [line, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        with builder.if_then(builder.not_(firstv)):  # C is read only when a pass continues a sum
-            for acc, ptr in zip(accs, c_ptrs):
-                builder.store(builder.load(ptr, align=size), acc)
-        suffix = f"v{W}f{8 * size}"
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vtype, [vtype] * 3),
-                                             f"llvm.fma.{suffix}")
-        splat_mask = ir.Constant(ir.VectorType(i32, W), [0] * W)
-        undef = ir.Constant(vtype, ir.Undefined)
-        with cgutils.for_range(builder, kcv) as loop:
-            p = loop.index
-            b_row = builder.gep(b_base, [builder.mul(p, ldbv)], inbounds=True)
-            bs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * W)], inbounds=True), vptr),
-                               align=size) for v in range(NV)]
-            if not by_rows:
-                a_row = builder.gep(a_base, [builder.mul(p, a_stepv)], inbounds=True)
+
+        def tile(by_rows, NV):
+            """The tile's loop for A by rows or not and NV vectors per row (all compile-time here)."""
+            a_rows = [builder.gep(a_base, [builder.mul(a_stepv, const(i))], inbounds=True) for i in range(MR)] \
+                if by_rows else None
+            c_ptrs = []
             for i in range(MR):
-                where = builder.gep(a_rows[i], [p], inbounds=True) if by_rows else \
-                    builder.gep(a_row, [const(i)], inbounds=True)
-                a = builder.load(where, align=size)
-                splat = builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(i32, 0)), undef,
-                                               splat_mask)
+                row = builder.gep(c_base, [builder.mul(ldcv, const(i))], inbounds=True)
                 for v in range(NV):
-                    acc = accs[i * NV + v]
-                    builder.store(builder.call(fma, [splat, bs[v], builder.load(acc)]), acc)
-        for acc, ptr in zip(accs, c_ptrs):
-            builder.store(builder.load(acc), ptr, align=size)
+                    c_ptrs.append(builder.bitcast(builder.gep(row, [const(v * W)], inbounds=True), vptr))
+            accs = [cgutils.alloca_once_value(builder, zero) for _ in c_ptrs]
+            with builder.if_then(builder.not_(firstv)):  # C is read only when a pass continues a sum
+                for acc, ptr in zip(accs, c_ptrs):
+                    builder.store(builder.load(ptr, align=size), acc)
+            with cgutils.for_range(builder, kcv) as loop:
+                p = loop.index
+                b_row = builder.gep(b_base, [builder.mul(p, ldbv)], inbounds=True)
+                bs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * W)], inbounds=True), vptr),
+                                   align=size) for v in range(NV)]
+                if not by_rows:
+                    a_row = builder.gep(a_base, [builder.mul(p, a_stepv)], inbounds=True)
+                for i in range(MR):
+                    where = builder.gep(a_rows[i], [p], inbounds=True) if by_rows else \
+                        builder.gep(a_row, [const(i)], inbounds=True)
+                    a = builder.load(where, align=size)
+                    splat = builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(i32, 0)), undef,
+                                                   splat_mask)
+                    for v in range(NV):
+                        acc = accs[i * NV + v]
+                        builder.store(builder.call(fma, [splat, bs[v], builder.load(acc)]), acc)
+            for acc, ptr in zip(accs, c_ptrs):
+                builder.store(builder.load(acc), ptr, align=size)
+
+        def vectors_from(by_rows, NV):
+            """nvec <= NV: the NV-vector loop; else the next one (NV_MAX takes the rest)."""
+            if NV == NV_MAX:
+                tile(by_rows, NV)
+                return
+            with builder.if_else(builder.icmp_signed("<=", nvecv, const(NV))) as (fits, wider):
+                with fits:
+                    tile(by_rows, NV)
+                with wider:
+                    vectors_from(by_rows, NV + 1)
+
+        with builder.if_else(by_rowsv) as (rows, panel):
+            with rows:
+                vectors_from(True, 1)
+            with panel:
+                vectors_from(False, 1)
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-@njit(inline="always", **VECTOR_FLAGS)
-def _tile(ws, a_at, a_step, a_by_rows, b_at, ldb, c_at, ldc, kc, first, pf_at, nvec):
-    """:func:`_micro_kernel` with its two literal arguments chosen at run time (one call per combination)."""
-    if a_by_rows:
-        if nvec == 1:
-            _micro_kernel(ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, True, 1)
-        elif nvec == 2:
-            _micro_kernel(ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, True, 2)
-        else:
-            _micro_kernel(ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, True, 3)
-    elif nvec == 1:
-        _micro_kernel(ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, False, 1)
-    elif nvec == 2:
-        _micro_kernel(ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, False, 2)
-    else:
-        _micro_kernel(ws, a_at, a_step, b_at, ldb, c_at, ldc, kc, first, pf_at, False, 3)
 
 
 # ---------------------------------------------------------------------------
@@ -435,15 +435,15 @@ def _run_slot(C, A, a_trans, B, b_trans, P, ws, slot, n_slots, units_r, units_c,
                             if tile + 1 < n_tiles:
                                 ni, nj = _tile_at(tile + 1, direct, n_ti, n_tj, MR, NR)
                                 pf = c_at + ((ic + ni) * N + jc + nj) * isz
-                            _tile(ws, a_at, step, by_rows, b_at, ldb, c_at + (r * N + c) * isz, N, kc, first, pf,
-                                  nvec)
+                            c_tile = c_at + (r * N + c) * isz
+                            _micro_kernel(ws, a_at, step, by_rows, b_at, ldb, c_tile, N, kc, first, pf, nvec)
                             continue
                         # a tile cut by the edge of C: through the scratch tile
                         if not first:
                             for i in range(mv):
                                 for j in range(nv):
                                     ws[t_off + i * NR + j] = C[r + i, c + j]
-                        _tile(ws, a_at, step, by_rows, b_at, ldb, ws_at + t_off * isz, NR, kc, first, 0, nvec)
+                        _micro_kernel(ws, a_at, step, by_rows, b_at, ldb, ws_at + t_off * isz, NR, kc, first, 0, nvec)
                         for i in range(mv):
                             for j in range(nv):
                                 C[r + i, c + j] = ws[t_off + i * NR + j]
@@ -551,7 +551,7 @@ def _kernel_loop(ws, kc, calls):
     b_at = at + MR * kc * ws.itemsize
     c_at = b_at + NR * kc * ws.itemsize
     for _ in range(calls):
-        _micro_kernel(ws, at, MR, b_at, NR, c_at, NR, kc, False, 0, False, 3)
+        _micro_kernel(ws, at, MR, False, b_at, NR, c_at, NR, kc, False, 0, NR * ws.itemsize // VECTOR_BYTES)
 
 
 def micro_kernel_rate(dtype, seconds: float = 0.2) -> float:

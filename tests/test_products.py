@@ -147,12 +147,6 @@ def test_narrow_c_reads_a_with_any_strides(kind, rng):
         check(C, a @ b, np.abs(a) @ np.abs(b), np.float64, f"matmul_{kind}, A {what}")
 
 
-def test_a_register_tile_row_is_three_vectors():
-    """The micro-kernel is called with 1 to 3 vectors per tile row: NR must be 3 vectors."""
-    for dtype, (_, NR, *_) in products.BLOCKING.items():
-        assert NR * dtype.itemsize == 3 * products.VECTOR_BYTES, dtype
-
-
 def test_micro_kernel_rate_is_a_rate_and_checks_its_dtype():
     for dtype in DTYPES:
         rate = products.micro_kernel_rate(dtype, seconds=0.01)
