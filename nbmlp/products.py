@@ -196,6 +196,19 @@ def _address(typingctx, a):
 
 
 @intrinsic
+def _same_dtype(typingctx, x, y):
+    """Whether arrays x and y have one dtype (a compile-time constant)."""
+    if not (isinstance(x, types.Array) and isinstance(y, types.Array)):
+        return None
+    same = x.dtype == y.dtype
+
+    def codegen(context, builder, signature, args):
+        return context.get_constant(types.boolean, same)
+
+    return types.boolean(x, y), codegen
+
+
+@intrinsic
 def _micro_kernel(typingctx, ws, a_at, a_step, a_by_rows, b_at, ldb, c_at, ldc, kc, first, pf_at, nvec):
     r"""Tile of C: C_ij = (first ? 0 : C_ij) + Σ_{p<kc} A_ip B_pj for i < MR, j < nvec·W.
 
@@ -382,10 +395,12 @@ def _run_slot(C, A, a_trans, B, b_trans, P, ws, slot, n_slots, units_r, units_c,
     row_panels = -(-M // MR)
     col_panels = -(-N // NR)
     n_passes = -(-P // KC)
-    b_rows = not b_trans and _unit_stride(B, 1) and (B.shape[0] <= 1 or B.strides[0] == N * isz)
+    # B or A read in place only in ws's dtype (packing converts another one)
+    b_rows = _same_dtype(B, ws) and not b_trans and _unit_stride(B, 1) and (B.shape[0] <= 1 or
+                                                                           B.strides[0] == N * isz)
     # A unpacked: element (i, p) at A_at + (i * a_step + p) * isz (rows of A), or (p * a_step + i) * isz (of Aᵀ)
     a_by_rows = not a_trans
-    a_direct_ok = _unit_stride(A, 1)
+    a_direct_ok = _same_dtype(A, ws) and _unit_stride(A, 1)
     a_step = A.strides[0] // isz
     for u in range(slot, units_r * units_c, n_slots):
         ur, uc = u // units_c, u % units_c
@@ -486,6 +501,8 @@ def _matmul(C, A, a_trans, B, b_trans, ws):
     b_rows, b_cols = (B.shape[1], B.shape[0]) if b_trans else (B.shape[0], B.shape[1])
     if a_rows != m or b_cols != n or a_cols != P or b_rows != P:
         raise ValueError("products: shapes of C, A, B do not match")
+    if not _same_dtype(C, ws):
+        raise TypeError("products: C and ws must have one dtype")
     packed, n_slots, units_r, units_c, per_slot = _plan(C, P, ws)
     if packed and n_slots == 1:
         # (slot and count as run-time integers: literal 0, 1 would compile a second _run_slot)
@@ -564,6 +581,8 @@ def micro_kernel_rate(dtype, seconds: float = 0.2) -> float:
     dtype = np.dtype(dtype)
     if dtype not in BLOCKING:
         raise TypeError(f"micro_kernel_rate: dtype must be float32 or float64, got {dtype}")
+    if not 0.0 < seconds < float("inf"):
+        raise ValueError(f"micro_kernel_rate: seconds must be a positive number, got {seconds!r}")
     MR, NR = BLOCKING[dtype][:2]
     kc = 128
     ws = workspace(MR + 1, NR, kc, dtype)

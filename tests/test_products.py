@@ -153,6 +153,25 @@ def test_micro_kernel_rate_is_a_rate_and_checks_its_dtype():
         assert np.isfinite(rate) and rate > 0.0
     with pytest.raises(TypeError, match="micro_kernel_rate: dtype"):
         products.micro_kernel_rate(np.int64)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="micro_kernel_rate: seconds"):
+            products.micro_kernel_rate(np.float64, seconds=bad)
+
+
+@pytest.mark.parametrize("kind", NAMES)
+def test_operands_of_another_dtype_are_converted_and_c_must_match_ws(kind, rng):
+    """A or B in float32 beside a float64 C are converted by the packing (never read in place as
+    float64); a C whose dtype is not ws's is refused."""
+    for m, n, p in [(64, 10, 300), (64, 200, 300), (40, 300, 60)]:
+        A, B, ref, mag = operands(rng, kind, m, n, p, np.float32)
+        ref = (A.T if kind == "tn" else A).astype(np.float64) @ (B.T if kind == "nt" else B).astype(np.float64)
+        ws = products.workspace(m, n, p, np.float64)
+        for a, b in ((A, B.astype(np.float64)), (A.astype(np.float64), B), (A, B)):
+            C = np.full((m, n), np.nan)
+            product(kind)(C, a, b, ws)
+            check(C, ref, mag, np.float64, f"matmul_{kind} {m}x{n}x{p}, A {a.dtype}, B {b.dtype}")
+        with pytest.raises(TypeError, match="C and ws must have one dtype"):
+            product(kind)(np.zeros((m, n), np.float32), A, B, ws)
 
 
 def test_writes_only_inside_c(rng):
