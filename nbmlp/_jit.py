@@ -223,6 +223,20 @@ def compile_twice(py_func, flags):
     return compiled
 
 
+def serial_twins(callers, kernels, namespace: dict, flags) -> dict:
+    """Serial copies of the compiled functions ``callers`` of ``namespace``, by name.
+
+    Each copy (``<name>_serial``, compiled with ``flags``) calls the ``.serial`` twin of every function
+    named in ``kernels`` and the serial copies of the other ``callers``, where the original calls the
+    parallel compilations: one source for a caller that runs parallel kernels and for its serial twin.
+    """
+    bound = dict(namespace)
+    bound.update({name: bound[name].serial for name in kernels})
+    for name in callers:
+        bound[name] = jit(**flags)(variant_copy(bound[name].py_func, "_serial", bound))
+    return {name: bound[name] for name in callers}
+
+
 def loop_kernel(py_func):
     """Compile ``py_func`` with :data:`JIT_FLAGS` as a parallel kernel with a serial twin at ``.serial``."""
     return compile_twice(py_func, JIT_FLAGS)
@@ -359,6 +373,7 @@ __all__ = [
     "package_stamp",
     "renamed_code",
     "scalar_helper",
+    "serial_twins",
     "set_quiet",
     "variant_copy",
 ]

@@ -63,7 +63,7 @@ import numpy as np
 from numba import prange
 
 from . import ops, parallel, products
-from ._jit import compile_twice, compiling, jit, variant_copy
+from ._jit import compile_twice, compiling, jit, serial_twins
 from .kernels import LEAKY_RELU_SLOPE
 from .kernels_tuned import TUNED_FLAGS, exp_nonpositive, sigmoid_same_type
 from .ops import (
@@ -726,16 +726,8 @@ PARALLEL_KERNELS = ("matmul_nn", "matmul_tn", "matmul_nt", "activation_forward",
 DRIVERS = ("network_forward", "network_backward", "pass_forward_backward", "train_steps")
 
 
-def _serial_drivers() -> dict:
-    namespace = dict(globals())
-    namespace.update({name: namespace[name].serial for name in PARALLEL_KERNELS})
-    for name in DRIVERS:
-        namespace[name] = jit(**ENGINE_FLAGS)(variant_copy(namespace[name].py_func, "_serial", namespace))
-    return {name: namespace[name] for name in DRIVERS}
-
-
 #: The serial drivers, by name (``SERIAL_DRIVERS["train_steps"]``: the whole loop on the calling thread).
-SERIAL_DRIVERS = _serial_drivers()
+SERIAL_DRIVERS = serial_twins(DRIVERS, PARALLEL_KERNELS, globals(), ENGINE_FLAGS)
 
 
 class CompiledRun:

@@ -75,7 +75,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from ._jit import JIT_FLAGS, VECTOR_FLAGS, compile_twice, jit, variant_copy
+from ._jit import JIT_FLAGS, VECTOR_FLAGS, compile_twice, jit, serial_twins
 from .parallel import PACKED_MACS_PER_WORK, PARALLEL_MIN_WORK, num_threads
 
 #: Bytes per vector register of the micro-kernel (AVX-512).
@@ -496,10 +496,9 @@ def _matmul(C, A, a_trans, B, b_trans, ws):
     The one body of the three products (each passes its own literal a_trans, b_trans).
     """
     m, n = C.shape
-    P = A.shape[0] if a_trans else A.shape[1]
-    a_rows, a_cols = (A.shape[1], A.shape[0]) if a_trans else (A.shape[0], A.shape[1])
+    a_rows, P = (A.shape[1], A.shape[0]) if a_trans else (A.shape[0], A.shape[1])
     b_rows, b_cols = (B.shape[1], B.shape[0]) if b_trans else (B.shape[0], B.shape[1])
-    if a_rows != m or b_cols != n or a_cols != P or b_rows != P:
+    if a_rows != m or b_cols != n or b_rows != P:
         raise ValueError("products: shapes of C, A, B do not match")
     if not _same_dtype(C, ws):
         raise TypeError("products: C and ws must have one dtype")
@@ -543,21 +542,16 @@ def matmul_nt(C, A, B, ws):
     _product(C, A, False, B, True, ws)
 
 
-def _twice(py_func):
-    """``py_func`` (calling ``_product``) compiled, with a twin calling ``_product.serial`` at ``.serial``."""
-    compiled = jit(**JIT_FLAGS)(py_func)
-    compiled.serial = jit(**JIT_FLAGS)(variant_copy(py_func, "_serial", {"_product": _product.serial}))
-    return compiled
+matmul_nn = jit(**JIT_FLAGS)(matmul_nn)
+matmul_tn = jit(**JIT_FLAGS)(matmul_tn)
+matmul_nt = jit(**JIT_FLAGS)(matmul_nt)
 
-
-matmul_nn = _twice(matmul_nn)
-matmul_tn = _twice(matmul_tn)
-matmul_nt = _twice(matmul_nt)
-
-#: The serial twins under their own names, for compiled code (which cannot read ``matmul_nn.serial``).
-matmul_nn_serial = matmul_nn.serial
-matmul_tn_serial = matmul_tn.serial
-matmul_nt_serial = matmul_nt.serial
+#: The serial twins (calling ``_product.serial``) under their own names, for compiled code (which
+#: cannot read ``matmul_nn.serial``), and at ``.serial`` for :func:`nbmlp.parallel.call`.
+_SERIAL = serial_twins(("matmul_nn", "matmul_tn", "matmul_nt"), ("_product",), globals(), JIT_FLAGS)
+matmul_nn.serial = matmul_nn_serial = _SERIAL["matmul_nn"]
+matmul_tn.serial = matmul_tn_serial = _SERIAL["matmul_tn"]
+matmul_nt.serial = matmul_nt_serial = _SERIAL["matmul_nt"]
 
 
 @njit(**VECTOR_FLAGS)
