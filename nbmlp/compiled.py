@@ -112,8 +112,8 @@ SUM_LOSSES = frozenset(name for name, op in ops.LOSSES.items() if op.reduction =
 
 
 @jit(**ENGINE_FLAGS)
-def input_forward(h0, X, sigmoid):
-    r"""h0 = σ(X) (or X), σ by :func:`nbmlp.kernels_tuned.sigmoid_same_type` (in X's float type).  h0, X: (n, d0)."""
+def input_forward_rows(h0, X, sigmoid):
+    r"""h0 = σ(X) (or X), σ by :func:`nbmlp.kernels_tuned.sigmoid_same_type` (in X's float type).  h0, X: (rows, d0)."""
     n, d = X.shape
     for i in range(n):
         for j in range(d):
@@ -122,6 +122,18 @@ def input_forward(h0, X, sigmoid):
                 h0[i, j] = sigmoid_same_type(x)
             else:
                 h0[i, j] = x
+
+
+def _input_forward(h0, X, sigmoid):
+    r"""h0 = σ(X) (or X) in blocks of rows (:func:`input_forward_rows`).  h0, X: (n, d0)."""
+    n = X.shape[0]
+    nb = blocks(X.size * (EXP_WORK if sigmoid else 1))
+    if nb == 1:
+        input_forward_rows(h0, X, sigmoid)
+        return
+    for c in prange(nb):
+        lo, hi = block_bounds(c, nb, n)
+        input_forward_rows(h0[lo:hi], X[lo:hi], sigmoid)
 
 
 @jit(**ENGINE_FLAGS)
@@ -136,6 +148,9 @@ def blocks(work):
 def block_bounds(c, nb, size):
     r"""[lo, hi) of block c of nb equal blocks of range(size)."""
     return c * size // nb, (c + 1) * size // nb
+
+
+input_forward = compile_twice(_input_forward, ENGINE_FLAGS)
 
 
 @jit(**ENGINE_FLAGS)
@@ -657,9 +672,9 @@ SPARE_BYTES = 256 << 20
 class SpareBuffers:
     """The buffers of the latest finished run, handed to the next run that asks for the same shape and dtype.
 
-    :meth:`take` gives an array filled with zeros (or, with ``zero=False``, whose contents the caller
-    overwrites before reading), never to two runs at once; :meth:`keep` replaces the kept buffers by a
-    finished run's.  Thread-safe.
+    :meth:`take` gives an array whose contents are left over (a kept one) or undefined (a new one): the
+    caller writes every element before reading it.  An array is never handed to two runs at once;
+    :meth:`keep` replaces the kept buffers by a finished run's.  Thread-safe.
     """
 
     def __init__(self, max_bytes: int = SPARE_BYTES):
@@ -667,19 +682,15 @@ class SpareBuffers:
         self._lock = threading.Lock()
         self._arrays = {}
 
-    def take(self, shape, dtype, zero: bool = True, make=None) -> np.ndarray:
-        """A kept array of this shape and dtype, else a new one (``make()``, or zeros / empty)."""
+    def take(self, shape, dtype, make=None) -> np.ndarray:
+        """A kept array of this shape and dtype, else a new one (``make()``, or ``np.empty``)."""
         key = (tuple(int(d) for d in shape), np.dtype(dtype).str)
         with self._lock:
             spare = self._arrays.get(key)
             a = spare.pop() if spare else None
-        if a is None:
-            if make is not None:
-                return make()
-            return np.zeros(key[0], dtype) if zero else np.empty(key[0], dtype)
-        if zero:
-            a.fill(0)
-        return a
+        if a is not None:
+            return a
+        return make() if make is not None else np.empty(key[0], dtype)
 
     def keep(self, arrays) -> None:
         kept, total = {}, 0
@@ -745,42 +756,52 @@ class CompiledRun:
         n = X.shape[0]
         self._owned = []
 
-        def buffer(shape, zero=True, make=None):
-            a = SPARES.take(shape, dtype, zero, make)
+        def buffer(shape, make=None):
+            """A buffer of the run, taken from :data:`SPARES`: every one is written whole before it is read."""
+            a = SPARES.take(shape, dtype, make)
             self._owned.append(a)
             return a
 
         self.net = net
         self.n = n
         self.batch = n if batch_size is None else min(int(batch_size), n)
+        B = self.batch
+        nv = 0 if validation is None else validation[0].shape[0]
+        # Serial or parallel, decided once for the run (nbmlp.parallel: the machine's free cores and the
+        # run's largest call); inside a parallel run every call that is below the threshold still runs on
+        # the calling thread (products.PARALLEL_MIN_MACS, blocks()).
+        dims = list(zip(net.sizes[:-1], net.sizes[1:]))
+        rows = max(B, nv, 1)
+        largest = max(max(rows * a * b for a, b in dims) // PACKED_MACS_PER_WORK,
+                      rows * max(net.sizes[1:]) * EXP_WORK, max(max(a * b, b) for a, b in dims) * DIV_WORK)
+        self.parallel = parallel.use_parallel(largest)
+        self.train_steps = train_steps if self.parallel else SERIAL_DRIVERS["train_steps"]
         acts = [KINDS["activation"][a] for a in net.activations]
         self.acts = np.asarray(acts, dtype=np.int64)
         self.Ws = tuple(net.W)
         self.bs = tuple(net.b)
         self.params = tuple(a for W, b in zip(net.W, net.b, strict=True) for a in (W.reshape(-1), b))
-        sizes = [p.size for p in self.params]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        flat_grad = buffer((int(self.offsets[-1]),))
+        self.offsets = np.concatenate([[0], np.cumsum([p.size for p in self.params])]).astype(np.int64)
+        flat_grad = buffer((int(self.offsets[-1]),))  # written by every step's backward pass
         self.grads = tuple(flat_grad[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:]))
         self.dWs = tuple(self.grads[2 * l].reshape(W.shape) for l, W in enumerate(net.W))
         self.dbs = tuple(self.grads[2 * l + 1] for l in range(len(net.W)))
         self.s1 = tuple(s1[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:]))
         self.s2 = tuple(s2[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:]))
-        self.snapshot = tuple(buffer(p.shape, zero=False) for p in self.params)
-        for a, p in zip(self.snapshot, self.params, strict=True):
-            a[...] = p
+        # written by each update before it changes a parameter; read only after one (I_HAVE_SNAPSHOT)
+        self.snapshot = tuple(buffer(p.shape) for p in self.params)
         self.best = tuple(p.copy() for p in self.params) if early_stopping else tuple(
             np.zeros(1, dtype) for _ in self.params)
-        B = self.batch
+        # a step's first B rows: z and h written by the forward pass, g by the loss and the backward pass
         self.zs = tuple(buffer((B, d)) for d in net.sizes[1:])
         self.hs = tuple(buffer((B, d)) for d in net.sizes[1:])
         self.gs = tuple(buffer((B, d)) for d in net.sizes[1:])
-        self.H0 = buffer(X.shape, zero=False)  # written whole by input_forward
-        input_forward(self.H0, X, net.input_sigmoid)
+        self.H0 = buffer(X.shape)
+        self._input_forward(self.H0, X)
         self.T = T
         self.w = (np.ones(n, dtype) if sample_weight is None else np.ascontiguousarray(sample_weight, dtype))
         self.gather = self.batch < n
-        if self.gather:
+        if self.gather:  # a step's first B rows, gathered before they are read
             self.Hb = buffer((B, X.shape[1]))
             self.Tb = buffer((B, T.shape[1]))
             self.wb = buffer((B,))
@@ -788,11 +809,10 @@ class CompiledRun:
             self.Hb, self.Tb, self.wb = self.H0[:1], T[:1], self.w[:1]
         if validation is not None:
             Xv, Tv = validation
-            nv = Xv.shape[0]
-            self.Hv = buffer(Xv.shape, zero=False)  # written whole by input_forward
-            input_forward(self.Hv, Xv, net.input_sigmoid)
+            self.Hv = buffer(Xv.shape)
+            self._input_forward(self.Hv, Xv)
             self.Tv = Tv
-            self.vzs = tuple(buffer((nv, d)) for d in net.sizes[1:])
+            self.vzs = tuple(buffer((nv, d)) for d in net.sizes[1:])  # all nv rows: the validation pass
             self.vhs = tuple(buffer((nv, d)) for d in net.sizes[1:])
         else:
             self.Hv, self.Tv = self.H0[:1], T[:1]
@@ -804,19 +824,15 @@ class CompiledRun:
                               net.loss_name in SUM_LOSSES], dtype=np.int64)
         self.fcfg = np.array([momentum, beta1, beta2, epsilon, weight_decay, tol, float(self.w.sum())],
                              dtype=np.float64)
-        # Serial or parallel, decided once for the run (nbmlp.parallel: the machine's free cores and the
-        # run's largest call); inside a parallel run every call that is below the threshold still runs on
-        # the calling thread (products.PARALLEL_MIN_MACS, blocks()).
-        dims = list(zip(net.sizes[:-1], net.sizes[1:]))
-        rows = max(B, self.Hv.shape[0])
-        largest = max(max(rows * a * b for a, b in dims) // PACKED_MACS_PER_WORK,
-                      rows * max(net.sizes[1:]) * EXP_WORK, max(p.size for p in self.params) * DIV_WORK)
-        self.parallel = parallel.use_parallel(largest)
-        self.train_steps = train_steps if self.parallel else SERIAL_DRIVERS["train_steps"]
         shapes = [(rows, b, a) for a, b in dims] + [(a, b, rows) for a, b in dims] + [(rows, a, b) for a, b in dims]
         largest = max(shapes, key=lambda s: products.workspace_size(*s))
-        self.ws = buffer((products.workspace_size(*largest),), zero=False,
+        self.ws = buffer((products.workspace_size(*largest),),
                          make=lambda: products.workspace(*largest, dtype))  # scratch, aligned
+
+    def _input_forward(self, h0, X) -> None:
+        """h0 = σ(X) (or X), in parallel where that pays (:func:`nbmlp.parallel.call`)."""
+        sigmoid = self.net.input_sigmoid
+        parallel.call(input_forward, X.size * (EXP_WORK if sigmoid else 1), h0, X, sigmoid)
 
     def close(self) -> None:
         """The run is over: its buffers become :data:`SPARES` for the next run (call once, last)."""

@@ -178,13 +178,16 @@ class MLP:
 
     # -- input checks --------------------------------------------------------
 
-    def check_X(self, X, name="X"):
-        """X checked and converted for this net: (n, d0), finite, C-contiguous, in the net's dtype."""
-        return check_matrix(X, name, self.sizes[0], self.dtype)
+    def check_X(self, X, name="X", *, copy=True):
+        """X checked and converted for this net: (n, d0), finite, C-contiguous, in the net's dtype.
 
-    def check_T(self, T, n, name="T"):
-        """T checked and converted for this net: (n, dL), finite, C-contiguous, in the net's dtype."""
-        return check_matrix(T, name, self.sizes[-1], self.dtype, rows=n)
+        A copy, unless ``copy=False`` and X already is such an array (see :func:`nbmlp.validation.check_matrix`).
+        """
+        return check_matrix(X, name, self.sizes[0], self.dtype, copy=copy)
+
+    def check_T(self, T, n, name="T", *, copy=True):
+        """T checked and converted for this net: (n, dL), finite, C-contiguous, in the net's dtype (as check_X)."""
+        return check_matrix(T, name, self.sizes[-1], self.dtype, rows=n, copy=copy)
 
     _check_X = check_X
     _check_T = check_T

@@ -424,8 +424,8 @@ class Trainer:
         """
         net = self.net
         check_parameters(net)
-        X = net.check_X(X)
-        T = net.check_T(T, X.shape[0])
+        X = net.check_X(X, copy=False)  # only read, and not kept after the run
+        T = net.check_T(T, X.shape[0], copy=False)
         w = check_sample_weight(sample_weight, X.shape[0])
         epochs = check_positive_int(epochs, "epochs")
         self.converged = False
@@ -538,9 +538,9 @@ class Trainer:
         python_score = validation is not None and self.validation_score is not None
         opt = self.optimizer
         moments = self._moments()
-        zeros = np.zeros(sum(self._param_sizes()), net.dtype)
-        s1 = moments[0] if moments else zeros
-        s2 = moments[1] if len(moments) > 1 else zeros
+        unused = np.zeros(0, net.dtype)  # the state vectors a rule does not have (never read)
+        s1 = moments[0] if moments else unused
+        s2 = moments[1] if len(moments) > 1 else unused
         run = engine.CompiledRun(
             net, X, T, w, validation, rule=engine.KINDS["optimizer"][self.optimizer_name], batch_size=batch,
             momentum=getattr(opt, "momentum", 0.0), beta1=getattr(opt, "beta1", 0.9),

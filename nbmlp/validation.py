@@ -154,12 +154,15 @@ def check_activations(activation, output_activation, n_layers: int, loss: ops.Lo
     return tuple(names)
 
 
-def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | None = None) -> np.ndarray:
+def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | None = None, *,
+                 copy: bool = True) -> np.ndarray:
     """Check a batch matrix and return it as a C-contiguous array of ``dtype``.
 
     ``a`` must be 2-D, real-valued (integer or floating; bool, complex, object
     and strings are refused), finite, non-empty, with ``width`` columns and, if
-    given, ``rows`` rows.  The result never shares memory with ``a``.
+    given, ``rows`` rows.  The result never shares memory with ``a``, unless
+    ``copy=False`` and ``a`` is already a plain ndarray of ``dtype``, C-contiguous,
+    aligned and writable (the type compiled code was compiled for): then it is ``a``.
     """
     if isinstance(a, np.ma.MaskedArray):
         a = masked_to_array(a, name)
@@ -183,9 +186,13 @@ def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | N
         raise ValueError(f"{name} must have n = {rows} rows to match X, got shape {arr.shape}")
     if kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
+    if not copy and type(arr) is np.ndarray and arr.dtype == dtype:
+        flags = arr.flags
+        if flags.c_contiguous and flags.aligned and flags.writeable:
+            return arr
     with np.errstate(over="ignore", invalid="ignore"):  # reported just below, in words
         out = np.array(arr, dtype=dtype, order="C", copy=True)
-    if not np.isfinite(out).all():  # e.g. 1e300 or a huge integer cast to float32
+    if arr.dtype != dtype and not np.isfinite(out).all():  # e.g. 1e300 or a huge integer cast to float32
         raise ValueError(f"{name} holds values too large to represent in {dtype}")
     return out
 

@@ -171,19 +171,18 @@ def _same_fit(a, b):
 
 
 class _StaleSpares(compiled.SpareBuffers):
-    """Spare buffers at their worst: every one taken without zeroing holds NaN (a stale run's numbers)."""
+    """Spare buffers at their worst: every one taken, kept or new, holds NaN (a stale run's numbers)."""
 
-    def take(self, shape, dtype, zero=True, make=None):
-        a = super().take(shape, dtype, zero, make)
-        if not zero:
-            a.fill(np.nan)
+    def take(self, shape, dtype, make=None):
+        a = super().take(shape, dtype, make)
+        a.fill(np.nan)
         return a
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_run_on_spare_buffers_equals_one_on_new_buffers(case, monkeypatch):
     """A fit that reuses the buffers of the fit before it (the same shapes) gives the same bits as on new
-    buffers; buffers it takes without zeroing are written whole before they are read."""
+    buffers, and so does one whose every buffer starts as NaN: each is written whole before it is read."""
     compiled.SPARES.clear()
     fresh, run = _fit_case(case, seed=5)
     assert run.used_compiled_loop
@@ -196,27 +195,25 @@ def test_a_run_on_spare_buffers_equals_one_on_new_buffers(case, monkeypatch):
     _same_fit(fresh, stale)
 
 
-def test_spare_buffers_hand_back_a_finished_runs_arrays_zeroed_and_never_twice():
+def test_spare_buffers_hand_back_a_finished_runs_arrays_and_never_twice():
     spares = compiled.SpareBuffers(max_bytes=1 << 20)
     a, b = spares.take((4, 3), np.float64), spares.take((4, 3), np.float64)
-    assert a is not b and not a.any()
+    assert a is not b and a.shape == (4, 3) and a.dtype == np.float64
     a.fill(7.0)
     b.fill(8.0)
     spares.keep([a, b])
     c, d = spares.take((4, 3), np.float64), spares.take((4, 3), np.float64)
-    assert {id(c), id(d)} == {id(a), id(b)} and not c.any() and not d.any()
+    assert {id(c), id(d)} == {id(a), id(b)}
+    assert np.all(a == 7.0) and np.all(b == 8.0)  # handed back as they were left
     assert spares.take((4, 3), np.float64) is not a  # both were taken: a new one
     assert spares.take((4, 3), np.float32).dtype == np.float32
-    spares.keep([a])
-    a.fill(7.0)
-    assert np.all(spares.take((4, 3), np.float64, zero=False) == 7.0)
     big = np.zeros(1 << 18)
     spares.keep([big])  # 2 MiB: over the limit, nothing kept
-    assert spares.take((1 << 18,), np.float64, zero=False) is not big
+    assert spares.take((1 << 18,), np.float64) is not big
     spares.keep([a])
     spares.clear()
     assert spares.take((4, 3), np.float64) is not a
-    ws = spares.take((5,), np.float64, zero=False, make=lambda: np.full(5, 2.0))
+    ws = spares.take((5,), np.float64, make=lambda: np.full(5, 2.0))
     assert np.all(ws == 2.0)
 
 def test_early_stopping_case_really_stops_early(rng):
@@ -517,12 +514,16 @@ def test_sigmoid_layer_and_input_sigmoid_compute_in_the_arrays_float_type(dtype,
             np.testing.assert_array_equal(zc, zb)
             np.testing.assert_array_equal(h, sigmoid_elementwise(zb), err_msg=f"layer {B}x{d}")
         np.testing.assert_allclose(h.astype(np.longdouble), sigmoid_exact(zb), rtol=rtol, atol=0.0)
-        h0 = np.full_like(z, np.nan)
-        compiled.input_forward(h0, z, True)
-        np.testing.assert_array_equal(h0, sigmoid_elementwise(z), err_msg=f"input {B}x{d}")
-        np.testing.assert_allclose(h0.astype(np.longdouble), sigmoid_exact(z), rtol=rtol, atol=0.0)
-        compiled.input_forward(h0, z, False)
-        np.testing.assert_array_equal(h0, z)
+        for f in (compiled.input_forward, compiled.input_forward.serial):  # in blocks of rows, or not
+            h0 = np.full_like(z, np.nan)
+            with parallel.region():
+                f(h0, z, True)
+            np.testing.assert_array_equal(h0, sigmoid_elementwise(z), err_msg=f"input {B}x{d}")
+            np.testing.assert_allclose(h0.astype(np.longdouble), sigmoid_exact(z), rtol=rtol, atol=0.0)
+            h0 = np.full_like(z, np.nan)
+            with parallel.region():
+                f(h0, z, False)
+            np.testing.assert_array_equal(h0, z)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -178,6 +178,30 @@ def test_caller_arrays_are_never_modified(engine, rng):
         np.testing.assert_array_equal(before, after)
 
 
+def test_check_matrix_without_copy_returns_only_an_array_the_kernels_take_as_it_is(rng):
+    """copy=False (training reads X and T without keeping them) hands back the caller's array only when it
+    is a plain, C-contiguous, aligned, writable ndarray of the dtype; anything else is still converted."""
+    from nbmlp.validation import check_matrix
+
+    f64 = np.dtype(np.float64)
+    X = rng.normal(size=(6, 4))
+    assert check_matrix(X, "X", 4, f64, copy=False) is X
+    assert not np.shares_memory(check_matrix(X, "X", 4, f64), X)
+    readonly = X.copy()
+    readonly.flags.writeable = False
+    for other in (X.astype(np.float32), np.asfortranarray(X), X[:, ::-1], readonly):
+        out = check_matrix(other, "X", 4, f64, copy=False)
+        assert not np.shares_memory(out, X) and not np.shares_memory(out, other)
+        assert out.flags.c_contiguous and out.flags.writeable and out.dtype == f64
+        np.testing.assert_array_equal(out, np.asarray(other, dtype=f64))
+    bad = X.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="X contains NaN"):
+        check_matrix(bad, "X", 4, f64, copy=False)
+    with pytest.raises(ValueError, match="must have 3 columns"):
+        check_matrix(X, "X", 3, f64, copy=False)
+
+
 def test_float32_net_accepts_float64_input_and_computes_in_float32(rng):
     net = MLP((4, 5, 3), seed=0, dtype="float32")
     X = rng.normal(size=(5, 4))
