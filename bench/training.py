@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nbmlp  # noqa: E402
+from nbmlp import benchmark  # noqa: E402
 
 #: name -> (data loader, hidden sizes, solver, batch size, learning rate, epochs (full, quick))
 ROWS = {
@@ -133,13 +134,9 @@ def time_torch(X, y, row, repeats, epochs, threads):
 
 
 def verdict(mine, theirs, need):
-    """'met' when the slowest nbmlp repeat beats the fastest rival by ``need``; 'not met' when even the best
-    pairing misses; else 'unclear'."""
-    if min(theirs) / max(mine) >= need:
-        return "met"
-    if max(theirs) / min(mine) < need:
-        return "not met"
-    return "unclear"
+    """nbmlp.benchmark's verdict on the speed ratio theirs / mine against ``need``, over the repeats' spread."""
+    low, _, high = benchmark.ratio_spread(mine, theirs)
+    return benchmark.verdict(low, high, need)
 
 
 def spread(times):
@@ -201,8 +198,8 @@ def main(argv=None):
             busy.wait()
         quiet = results[name]
         slow = statistics.median(loaded) / statistics.median(quiet)
-        state = ("met" if max(loaded) / min(quiet) <= 1.5 else "not met" if min(loaded) / max(quiet) > 1.5
-                 else "unclear")
+        low, _, high = benchmark.ratio_spread(quiet, loaded)  # loaded / quiet: the slowdown
+        state = benchmark.verdict(low, high, 1.5, at_least=False)
         print(f"beside one busy process, {name}: nbmlp {spread(loaded)} = {slow:.2f}x quiet (target <= 1.5x: "
               f"{state}); sklearn {spread(sk_loaded)}")
 

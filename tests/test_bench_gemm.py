@@ -30,3 +30,35 @@ def test_gemm_bench_rejects_a_bad_flag_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert "--repeats must be at least 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def _load_gemm():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_gemm", GEMM)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_epoch_table_judges_each_target_on_the_spread_of_the_repeats():
+    gemm = _load_gemm()
+    ms = 1e-3
+    epoch = {  # seconds per epoch of each repeat; fit clears numpy's 1.5x in every pairing, torch overlaps
+        "fit": [10 * ms, 10.5 * ms, 11 * ms], "tuned": [12 * ms, 12.5 * ms, 13 * ms],
+        "numpy": [18 * ms, 21 * ms, 22 * ms], "torch": [10.2 * ms, 10.4 * ms, 11.9 * ms]}
+    e = {k: {"median_s": sorted(v)[1], "times": v, "median_1_s": sorted(v)[1], "times_1": v} for k, v in epoch.items()}
+    result = {"machine": {"cpu": "test", "logical_cpus": 2, "numba": "0", "numba_threads": 2, "blas": [],
+                          "openblas_env": {}},
+              "peak": {"float64": 100.0}, "peak_how": "test", "cores": 2, "kernel_ceiling": {"float64": 40.0},
+              "products": [], "epoch": {"float64": e}}
+    md = gemm.markdown(result)
+    row = next(line for line in md.splitlines() if line.startswith("| float64 | all |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    header = next(line for line in md.splitlines() if line.startswith("| dtype | threads |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    got = dict(zip(columns, cells, strict=True))
+    assert got["numpy / fit"] == "2.00x (1.64–2.20) met"  # 21 / 10.5; 18 / 11 ... 22 / 10
+    assert got["torch / fit"] == "0.99x (0.93–1.19) unclear"  # 10.4 / 10.5; 10.2 / 11 ... 11.9 / 10
+    assert got["torch / tuned"] == "0.83x (0.78–0.99) not met"  # even the best pairing, 11.9 / 12, misses 1.0
+    assert got["numpy / tuned"] == "1.68x (1.38–1.83) unclear"  # 21 / 12.5; 18 / 13 ... 22 / 12
