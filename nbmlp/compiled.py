@@ -765,23 +765,13 @@ class CompiledRun:
         self.net = net
         self.n = n
         self.batch = n if batch_size is None else min(int(batch_size), n)
-        B = self.batch
-        nv = 0 if validation is None else validation[0].shape[0]
-        # Serial or parallel, decided once for the run (nbmlp.parallel: the machine's free cores and the
-        # run's largest call); inside a parallel run every call that is below the threshold still runs on
-        # the calling thread (products.PARALLEL_MIN_MACS, blocks()).
-        dims = list(zip(net.sizes[:-1], net.sizes[1:]))
-        rows = max(B, nv, 1)
-        largest = max(max(rows * a * b for a, b in dims) // PACKED_MACS_PER_WORK,
-                      rows * max(net.sizes[1:]) * EXP_WORK, max(max(a * b, b) for a, b in dims) * DIV_WORK)
-        self.parallel = parallel.use_parallel(largest)
-        self.train_steps = train_steps if self.parallel else SERIAL_DRIVERS["train_steps"]
         acts = [KINDS["activation"][a] for a in net.activations]
         self.acts = np.asarray(acts, dtype=np.int64)
         self.Ws = tuple(net.W)
         self.bs = tuple(net.b)
         self.params = tuple(a for W, b in zip(net.W, net.b, strict=True) for a in (W.reshape(-1), b))
-        self.offsets = np.concatenate([[0], np.cumsum([p.size for p in self.params])]).astype(np.int64)
+        sizes = [p.size for p in self.params]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         flat_grad = buffer((int(self.offsets[-1]),))  # written by every step's backward pass
         self.grads = tuple(flat_grad[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:]))
         self.dWs = tuple(self.grads[2 * l].reshape(W.shape) for l, W in enumerate(net.W))
@@ -792,6 +782,7 @@ class CompiledRun:
         self.snapshot = tuple(buffer(p.shape) for p in self.params)
         self.best = tuple(p.copy() for p in self.params) if early_stopping else tuple(
             np.zeros(1, dtype) for _ in self.params)
+        B = self.batch
         # a step's first B rows: z and h written by the forward pass, g by the loss and the backward pass
         self.zs = tuple(buffer((B, d)) for d in net.sizes[1:])
         self.hs = tuple(buffer((B, d)) for d in net.sizes[1:])
@@ -809,6 +800,7 @@ class CompiledRun:
             self.Hb, self.Tb, self.wb = self.H0[:1], T[:1], self.w[:1]
         if validation is not None:
             Xv, Tv = validation
+            nv = Xv.shape[0]
             self.Hv = buffer(Xv.shape)
             self._input_forward(self.Hv, Xv)
             self.Tv = Tv
@@ -824,6 +816,15 @@ class CompiledRun:
                               net.loss_name in SUM_LOSSES], dtype=np.int64)
         self.fcfg = np.array([momentum, beta1, beta2, epsilon, weight_decay, tol, float(self.w.sum())],
                              dtype=np.float64)
+        # Serial or parallel, decided once for the run (nbmlp.parallel: the machine's free cores and the
+        # run's largest call); inside a parallel run every call that is below the threshold still runs on
+        # the calling thread (products.PARALLEL_MIN_MACS, blocks()).
+        dims = list(zip(net.sizes[:-1], net.sizes[1:]))
+        rows = max(B, self.Hv.shape[0])
+        largest = max(max(rows * a * b for a, b in dims) // PACKED_MACS_PER_WORK,
+                      rows * max(net.sizes[1:]) * EXP_WORK, max(p.size for p in self.params) * DIV_WORK)
+        self.parallel = parallel.use_parallel(largest)
+        self.train_steps = train_steps if self.parallel else SERIAL_DRIVERS["train_steps"]
         shapes = [(rows, b, a) for a, b in dims] + [(a, b, rows) for a, b in dims] + [(rows, a, b) for a, b in dims]
         largest = max(shapes, key=lambda s: products.workspace_size(*s))
         self.ws = buffer((products.workspace_size(*largest),),
