@@ -396,8 +396,11 @@ class MLP:
         fit with the same shapes, up to :data:`nbmlp.compiled.SPARE_BYTES`;
         ``nbmlp.compiled.SPARES.clear()`` lets them go.
         """
-        check_parameters(self)
-        if distributed.is_dask_collection(X) or distributed.is_dask_collection(T):
+        dask = distributed.is_dask_collection(X) or distributed.is_dask_collection(T)
+        # Shapes, dtypes and layout here, before Trainer(...) reads them; the pass over the values is
+        # Trainer.run's (one pass per fit, before any kernel), or here on the Dask path, which has no other.
+        check_parameters(self, finite=dask)
+        if dask:
             return distributed.fit(self, X, T, epochs, lr, callback=callback, sample_weight=sample_weight, **options)
         train(self, X, T, epochs=epochs, lr=lr, callback=callback, sample_weight=sample_weight, **options)
         return self

@@ -294,6 +294,25 @@ def test_parameter_check_reads_the_values_in_one_sum_and_names_the_culprit_only_
         validation.check_parameters(net)
 
 
+def test_fit_reads_the_parameter_values_once(monkeypatch, batch):
+    from nbmlp import validation
+
+    X, T = batch
+    net = MLP((4, 5, 3), seed=0)
+    net.fit(X, T, epochs=1)  # compiled and warm: nothing below is first-call work
+    totals = []
+    real = np.isfinite
+
+    def spy(a, *args, **kwargs):
+        if isinstance(a, np.generic):  # a parameter total (X and T are tested as arrays, options as floats)
+            totals.append(a)
+        return real(a, *args, **kwargs)
+
+    monkeypatch.setattr(validation.np, "isfinite", spy)
+    net.fit(X, T, epochs=2)
+    assert len(totals) == 1
+
+
 def test_a_masked_array_that_hides_entries_is_refused(net):
     X = np.ma.masked_array(np.zeros((3, 4)), mask=np.zeros((3, 4), bool))
     np.testing.assert_array_equal(net.forward(X), net.forward(np.zeros((3, 4))))  # nothing hidden: its data
