@@ -46,9 +46,12 @@ High-Performance Matrix Multiplication", 2008, and of BLIS):
    z = h·W and ∂L/∂W = hᵀ·δ), its A panels would each be read once, so A is
    read from A itself wherever its rows (Aᵀ's, in ``matmul_tn``) have stride 1.
 3. The micro-kernel (:func:`_micro_kernel`, LLVM vector code) keeps an MR x NR
-   tile of C in MR·NR/W vector registers (W = 8 float64 or 16 float32 lanes,
-   512-bit) for the whole KC loop: per term p it loads NR/W vectors of packed B,
-   broadcasts MR values of packed A and issues MR·NR/W fused multiply-adds.
+   tile of C in MR·NR/W vector registers (W lanes: 8 float64 or 16 float32 with
+   AVX-512) for the whole KC loop: per term p it loads NR/W vectors of packed B,
+   broadcasts MR values of packed A and issues MR·NR/W fused multiply-adds.  The
+   vector width and the tile follow the CPU Numba compiles for (:data:`VECTOR_BYTES`,
+   :data:`VECTOR_REGISTERS`): 8 x 3 vectors with 32 registers, 6 x 2 with 16 (AVX2),
+   so the accumulators never spill; the sums, and so the results, are the same.
    A tile cut by C's last columns computes only the vectors that hold them.
    Tiles cut by the edge of C run on a scratch tile in the slot and are copied.
 4. Block sizes follow the caches (:data:`BLOCKING`): a KC x MR panel of packed A
@@ -74,23 +77,63 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
+from numba.core.registry import cpu_target
 
 from ._jit import JIT_FLAGS, VECTOR_FLAGS, compile_twice, jit, serial_twins
 from .parallel import PACKED_MACS_PER_WORK, PARALLEL_MIN_WORK, num_threads
 
-#: Bytes per vector register of the micro-kernel (AVX-512).
-VECTOR_BYTES = 64
 
-#: Block sizes per dtype: (MR, NR, KC, MC, NB).  MR x NR: the register tile of C
-#: (MR broadcast rows x NR/W vectors; 8 x 3 vectors = 24 of the 32 zmm registers,
-#: plus 3 for B and one broadcast).  KC: terms per pass, so that a packed KC x MR
-#: panel of A (16 KiB) fits the 48 KiB L1 and a KC x NB block of packed B (1 MiB)
-#: half of the 2 MiB L2 (Sapphire Rapids-class Xeon, lscpu).  MC: rows of A packed
-#: at once (L3).
-BLOCKING = {
-    np.dtype(np.float64): (8, 24, 256, 1024, 480),
-    np.dtype(np.float32): (8, 48, 256, 1024, 960),
-}
+def _target_vectors() -> tuple:
+    """(bytes per vector register, vector registers) of the CPU Numba compiles for.
+
+    Read from the features in Numba's code-generation key (``magic_tuple``: the host's, or
+    ``NUMBA_CPU_FEATURES``), so the tile always fits the registers of the code it runs in:
+    AVX-512 (32 x 64 bytes), AVX / AVX2 (16 x 32 bytes), AArch64 NEON (32 x 16 bytes),
+    otherwise SSE2's 16 x 16 bytes.
+    """
+    triple, _, features = cpu_target.target_context.codegen().magic_tuple()
+    enabled = {f[1:] for f in features.split(",") if f.startswith("+")}
+    if "avx512f" in enabled:
+        return 64, 32
+    if "avx" in enabled:
+        return 32, 16
+    return 16, (32 if triple.startswith(("aarch64", "arm64")) else 16)
+
+
+#: Bytes per vector register of the micro-kernel, and how many registers the target has.
+VECTOR_BYTES, VECTOR_REGISTERS = _target_vectors()
+
+#: The start of ws, and so of every slot region, is aligned to this many bytes (a cache line).
+ALIGN_BYTES = 64
+
+
+def _blocking_for(dtype, vector_bytes, registers) -> tuple:
+    """(MR, NR, KC, MC, NB) for ``dtype`` on a target with ``registers`` vectors of ``vector_bytes``.
+
+    The register tile holds MR x NV accumulator vectors, plus NV vectors of B and one
+    broadcast: 8 x 3 (28 registers) with 32 registers, 6 x 2 (15) with 16, as in BLIS's
+    Skylake-X and Haswell kernels.  A tile larger than the register file would spill
+    its accumulators on every term.
+    """
+    dtype = np.dtype(dtype)
+    lanes = vector_bytes // dtype.itemsize
+    MR, NV = (8, 3) if registers >= 32 else (6, 2)
+    NR = NV * lanes
+    KC = 256
+    MC = 1024 // MR * MR
+    NB = 480 * 8 // dtype.itemsize  # 1 MiB of packed B with KC = 256 (half of a 2 MiB L2)
+    assert NB % NR == 0
+    return MR, NR, KC, MC, NB
+
+
+#: Block sizes per dtype: (MR, NR, KC, MC, NB), for the target's vectors (:func:`_blocking_for`).
+#: MR x NR: the register tile of C (MR broadcast rows x NR / W vectors of W lanes; with
+#: AVX-512 8 x 24 float64 and 8 x 48 float32: 24 of the 32 zmm registers, plus 3 for B and
+#: one broadcast).  KC: terms per pass, so that a packed KC x MR panel of A (16 KiB float64)
+#: fits the 48 KiB L1 and a KC x NB block of packed B (1 MiB) half of the 2 MiB L2
+#: (Sapphire Rapids-class Xeon, lscpu; measured there).  MC: rows of A packed at once (L3).
+BLOCKING = {dtype: _blocking_for(dtype, VECTOR_BYTES, VECTOR_REGISTERS)
+            for dtype in (np.dtype(np.float64), np.dtype(np.float32))}
 
 #: Products with fewer multiply-adds than this run the plain loop nests.
 SMALL_WORK = 1 << 12
@@ -141,7 +184,7 @@ def workspace_size(m: int, n: int, p: int) -> int:
             raise ValueError(f"workspace_size: {name} must be a non-negative integer, got {v!r}")
     per_slot = max(sum(_slot_parts(rows, cols, max(p, 1), *b)) for b in BLOCKING.values()
                    for rows, cols in ((max(m, 1), max(n, 1)), (max(n, 1), max(m, 1))))
-    return numba.config.NUMBA_NUM_THREADS * per_slot + VECTOR_BYTES
+    return numba.config.NUMBA_NUM_THREADS * per_slot + ALIGN_BYTES
 
 
 def workspace(m: int, n: int, p: int, dtype) -> np.ndarray:
@@ -150,8 +193,8 @@ def workspace(m: int, n: int, p: int, dtype) -> np.ndarray:
     if dtype not in BLOCKING:
         raise TypeError(f"workspace: dtype must be float32 or float64, got {dtype}")
     size = workspace_size(m, n, p)
-    raw = np.zeros(size + VECTOR_BYTES // dtype.itemsize, dtype=dtype)
-    start = (-raw.ctypes.data % VECTOR_BYTES) // dtype.itemsize
+    raw = np.zeros(size + ALIGN_BYTES // dtype.itemsize, dtype=dtype)
+    start = (-raw.ctypes.data % ALIGN_BYTES) // dtype.itemsize
     return raw[start:start + size]
 
 
@@ -263,8 +306,8 @@ def _micro_kernel(typingctx, ws, a_at, a_step, a_by_rows, b_at, ldb, c_at, ldc, 
             pf_base = builder.inttoptr(pf_atv, fptr)
             for i in range(MR):
                 row = builder.gep(pf_base, [builder.mul(ldcv, const(i))])
-                for v in range(NV_MAX):  # one 64-byte line per vector
-                    line = builder.bitcast(builder.gep(row, [const(v * W)]), i8p)
+                for start in range(0, NR * size, ALIGN_BYTES):  # each cache line of the tile's row
+                    line = builder.bitcast(builder.gep(row, [const(start // size)]), i8p)
                     builder.call(prefetch, [line, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
 
         def tile(by_rows, NV):
@@ -598,6 +641,7 @@ def micro_kernel_rate(dtype, seconds: float = 0.2) -> float:
     return 2 * MR * NR * kc * calls / best / 1e9
 
 
-__all__ = ["BLOCKING", "DIRECT_B_MAX_ROWS", "PARALLEL_MIN_MACS", "SMALL_WORK", "VECTOR_BYTES", "matmul_nn",
+__all__ = ["ALIGN_BYTES", "BLOCKING", "DIRECT_B_MAX_ROWS", "PARALLEL_MIN_MACS", "SMALL_WORK", "VECTOR_BYTES",
+           "VECTOR_REGISTERS", "matmul_nn",
            "matmul_nn_serial", "matmul_nt", "matmul_nt_serial", "matmul_tn", "matmul_tn_serial",
            "micro_kernel_rate", "workspace", "workspace_size"]

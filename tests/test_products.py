@@ -223,9 +223,10 @@ SCRIPT = textwrap.dedent("""
     import sys, numpy as np, numba
     from nbmlp import products
     rng = np.random.default_rng(5)
-    out = {"threads": numba.get_num_threads()}
+    out = {"threads": numba.get_num_threads(), "vector_bytes": products.VECTOR_BYTES,
+           "tiles": [products.BLOCKING[np.dtype(d)][:2] for d in (np.float64, np.float32)]}
     for dtype in (np.float64, np.float32):
-        for m, n, p in [(70, 530, 300), (1030, 10, 120), (17, 49, 513)]:
+        for m, n, p in [(70, 530, 300), (1030, 10, 120), (17, 49, 513), (13, 35, 77), (6, 8, 300)]:
             a = rng.standard_normal((m, p)).astype(dtype)
             b = rng.standard_normal((p, n)).astype(dtype)
             ws = products.workspace(m, n, p, dtype)
@@ -249,3 +250,38 @@ def test_bit_identical_with_numba_num_threads_1_and_2(tmp_path):
     for key in results[1].files:
         if key != "threads":
             assert np.array_equal(results[1][key], results[2][key]), key
+
+
+#: x86-64 targets without AVX-512 (Numba's NUMBA_CPU_NAME, NUMBA_CPU_FEATURES), compiled and run on this
+#: machine where it has their features: (vector bytes, (MR, NR) float64, (MR, NR) float32) expected.
+TARGETS = {
+    "avx2": ("haswell", "+avx,+avx2,+fma,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+f16c,+bmi,+bmi2,"
+             "+lzcnt,+movbe,-avx512f", (32, [6, 8], [6, 16])),
+    "sse2": ("x86-64", "+sse,+sse2,-avx,-avx2,-fma,-avx512f", (16, [6, 4], [6, 8])),
+}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_tile_fits_the_target_and_the_bits_do_not_change(target, tmp_path):
+    """Without AVX-512 the tile shrinks to the target's registers; every sum is the same chain of fmas."""
+    import platform
+
+    import llvmlite.binding as ll
+
+    cpu, features, (vector_bytes, tile64, tile32) = TARGETS[target]
+    host = ll.get_host_cpu_features()
+    needed = [f[1:] for f in features.split(",") if f.startswith("+")]
+    if platform.machine().lower() not in ("x86_64", "amd64") or not all(host.get(f, False) for f in needed):
+        pytest.skip(f"this machine cannot run {target} code")
+    results = {}
+    for name, extra in (("native", {}), (target, {"NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features})):
+        out = tmp_path / f"{name}.npz"
+        env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
+        subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env={**env, **extra}, check=True, timeout=900)
+        results[name] = np.load(out)
+    other = results[target]
+    assert int(other["vector_bytes"]) == vector_bytes
+    assert other["tiles"].tolist() == [tile64, tile32]
+    for key in results["native"].files:
+        if key not in ("threads", "vector_bytes", "tiles"):
+            assert np.array_equal(results["native"][key], other[key]), key
