@@ -55,7 +55,9 @@ High-Performance Matrix Multiplication", 2008, and of BLIS):
    A tile cut by C's last columns computes only the vectors that hold them.
    Tiles cut by the edge of C run on a scratch tile in the slot and are copied.
 4. Block sizes follow the caches (:data:`BLOCKING`): a KC x MR panel of packed A
-   stays in L1 while the KC x NB block of packed B streams from L2.
+   stays in L1 while the KC x NB block of packed B streams from L2.  They were
+   measured on a core with a 2 MiB L2; on one with less (:func:`l2_bytes`, from
+   sysfs) NB shrinks in proportion.
 
 The order of every sum: C_rc = fma(a_{r,p-1}, b_{p-1,c}, ... fma(a_{r,0}, b_{0,c}, 0)),
 p ascending, every step one fused multiply-add (``llvm.fma``: one rounding, the
@@ -70,6 +72,7 @@ ascending: a different rounding, also independent of threads).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -107,13 +110,34 @@ VECTOR_BYTES, VECTOR_REGISTERS = _target_vectors()
 ALIGN_BYTES = 64
 
 
-def _blocking_for(dtype, vector_bytes, registers) -> tuple:
+#: The L2 cache per core that the block sizes were measured with.  On a core with less, NB shrinks in
+#: proportion, so that the KC x NB block of packed B still fits its L2.
+MEASURED_L2_BYTES = 2 << 20
+
+
+def l2_bytes(cache_dir="/sys/devices/system/cpu/cpu0/cache"):
+    """Bytes of L2 cache of the first core, from Linux's sysfs; None where it does not say."""
+    for index in sorted(Path(cache_dir).glob("index*")):
+        try:
+            if (index / "level").read_text().strip() != "2" or (index / "type").read_text().strip() == "Instruction":
+                continue
+            text = (index / "size").read_text().strip()  # e.g. "2048K"
+            scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+            size = int(text.rstrip("KM")) * scale
+        except (OSError, ValueError):
+            continue
+        return size if size > 0 else None
+    return None
+
+
+def blocking_for(dtype, vector_bytes, registers, l2_bytes) -> tuple:
     """(MR, NR, KC, MC, NB) for ``dtype`` on a target with ``registers`` vectors of ``vector_bytes``.
 
     The register tile holds MR x NV accumulator vectors, plus NV vectors of B and one
     broadcast: 8 x 3 (28 registers) with 32 registers, 6 x 2 (15) with 16, as in BLIS's
     Skylake-X and Haswell kernels.  A tile larger than the register file would spill
-    its accumulators on every term.
+    its accumulators on every term.  NB: 1 MiB of packed B with KC = 256, half of the
+    measured 2 MiB L2, and less in proportion to a smaller ``l2_bytes`` (None: unknown).
     """
     dtype = np.dtype(dtype)
     lanes = vector_bytes // dtype.itemsize
@@ -121,18 +145,20 @@ def _blocking_for(dtype, vector_bytes, registers) -> tuple:
     NR = NV * lanes
     KC = 256
     MC = 1024 // MR * MR
-    NB = 480 * 8 // dtype.itemsize  # 1 MiB of packed B with KC = 256 (half of a 2 MiB L2)
+    NB = 480 * 8 // dtype.itemsize
+    if l2_bytes is not None and l2_bytes < MEASURED_L2_BYTES:
+        NB = max(NR, NB * l2_bytes // MEASURED_L2_BYTES // NR * NR)
     assert NB % NR == 0
     return MR, NR, KC, MC, NB
 
 
-#: Block sizes per dtype: (MR, NR, KC, MC, NB), for the target's vectors (:func:`_blocking_for`).
+#: Block sizes per dtype: (MR, NR, KC, MC, NB), for the target's vectors and this core's L2 (:func:`blocking_for`).
 #: MR x NR: the register tile of C (MR broadcast rows x NR / W vectors of W lanes; with
 #: AVX-512 8 x 24 float64 and 8 x 48 float32: 24 of the 32 zmm registers, plus 3 for B and
 #: one broadcast).  KC: terms per pass, so that a packed KC x MR panel of A (16 KiB float64)
 #: fits the 48 KiB L1 and a KC x NB block of packed B (1 MiB) half of the 2 MiB L2
 #: (Sapphire Rapids-class Xeon, lscpu; measured there).  MC: rows of A packed at once (L3).
-BLOCKING = {dtype: _blocking_for(dtype, VECTOR_BYTES, VECTOR_REGISTERS)
+BLOCKING = {dtype: blocking_for(dtype, VECTOR_BYTES, VECTOR_REGISTERS, l2_bytes())
             for dtype in (np.dtype(np.float64), np.dtype(np.float32))}
 
 #: Products with fewer multiply-adds than this run the plain loop nests.
@@ -641,7 +667,8 @@ def micro_kernel_rate(dtype, seconds: float = 0.2) -> float:
     return 2 * MR * NR * kc * calls / best / 1e9
 
 
-__all__ = ["ALIGN_BYTES", "BLOCKING", "DIRECT_B_MAX_ROWS", "PARALLEL_MIN_MACS", "SMALL_WORK", "VECTOR_BYTES",
-           "VECTOR_REGISTERS", "matmul_nn",
+__all__ = ["ALIGN_BYTES", "BLOCKING", "DIRECT_B_MAX_ROWS", "MEASURED_L2_BYTES", "PARALLEL_MIN_MACS", "SMALL_WORK",
+           "VECTOR_BYTES",
+           "VECTOR_REGISTERS", "blocking_for", "l2_bytes", "matmul_nn",
            "matmul_nn_serial", "matmul_nt", "matmul_nt_serial", "matmul_tn", "matmul_tn_serial",
            "micro_kernel_rate", "workspace", "workspace_size"]

@@ -223,8 +223,13 @@ SCRIPT = textwrap.dedent("""
     import sys, numpy as np, numba
     from nbmlp import products
     rng = np.random.default_rng(5)
+    if len(sys.argv) > 2:  # the block sizes for another L2 (run with a fresh NUMBA_CACHE_DIR)
+        for d in (np.float64, np.float32):
+            products.BLOCKING[np.dtype(d)] = products.blocking_for(d, products.VECTOR_BYTES,
+                                                                   products.VECTOR_REGISTERS, int(sys.argv[2]))
     out = {"threads": numba.get_num_threads(), "vector_bytes": products.VECTOR_BYTES,
-           "tiles": [products.BLOCKING[np.dtype(d)][:2] for d in (np.float64, np.float32)]}
+           "tiles": [products.BLOCKING[np.dtype(d)][:2] for d in (np.float64, np.float32)],
+           "nb": [products.BLOCKING[np.dtype(d)][4] for d in (np.float64, np.float32)]}
     for dtype in (np.float64, np.float32):
         for m, n, p in [(70, 530, 300), (1030, 10, 120), (17, 49, 513), (13, 35, 77), (6, 8, 300)]:
             a = rng.standard_normal((m, p)).astype(dtype)
@@ -248,7 +253,7 @@ def test_bit_identical_with_numba_num_threads_1_and_2(tmp_path):
         results[threads] = np.load(out)
     assert int(results[1]["threads"]) == 1 and int(results[2]["threads"]) == 2
     for key in results[1].files:
-        if key != "threads":
+        if key not in ("threads", "vector_bytes", "tiles", "nb"):
             assert np.array_equal(results[1][key], results[2][key]), key
 
 
@@ -283,5 +288,50 @@ def test_tile_fits_the_target_and_the_bits_do_not_change(target, tmp_path):
     assert int(other["vector_bytes"]) == vector_bytes
     assert other["tiles"].tolist() == [tile64, tile32]
     for key in results["native"].files:
-        if key not in ("threads", "vector_bytes", "tiles"):
+        if key not in ("threads", "vector_bytes", "tiles", "nb"):
             assert np.array_equal(results["native"][key], other[key]), key
+
+
+def test_block_of_b_shrinks_with_the_l2_and_the_bits_do_not_change(tmp_path):
+    """NB follows a smaller L2 (a multiple of NR, at least one panel); the sums stay the same chains."""
+    vb, regs = products.VECTOR_BYTES, products.VECTOR_REGISTERS
+    for dtype in (np.float64, np.float32):
+        MR, NR, KC, MC, NB = products.blocking_for(dtype, vb, regs, products.MEASURED_L2_BYTES)
+        assert products.blocking_for(dtype, vb, regs, None) == (MR, NR, KC, MC, NB)
+        assert products.blocking_for(dtype, vb, regs, 4 * products.MEASURED_L2_BYTES)[4] == NB
+        for l2 in (products.MEASURED_L2_BYTES // 2, 512 << 10, 256 << 10, 1 << 10):
+            nb = products.blocking_for(dtype, vb, regs, l2)[4]
+            assert nb % NR == 0 and NR <= nb <= max(NR, NB * l2 // products.MEASURED_L2_BYTES), (l2, nb)
+    assert products.blocking_for(np.float64, 64, 32, 512 << 10)[4] == 120  # 1/4 of the L2: 1/4 of 480
+    results = {}
+    fresh = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}  # nothing compiled with the native block sizes
+    for name, args, extra in (("native", [], {}), ("small", [str(256 << 10)], fresh)):
+        out = tmp_path / f"{name}.npz"
+        subprocess.run([sys.executable, "-c", SCRIPT, str(out), *args], env={**os.environ, **extra}, check=True,
+                       timeout=900)
+        results[name] = np.load(out)
+    assert results["small"]["nb"].tolist() == [products.blocking_for(d, vb, regs, 256 << 10)[4]
+                                               for d in (np.float64, np.float32)]
+    assert results["small"]["nb"].tolist() != results["native"]["nb"].tolist()
+    for key in results["native"].files:
+        if key not in ("threads", "vector_bytes", "tiles", "nb"):
+            assert np.array_equal(results["native"][key], results["small"][key]), key
+
+
+def test_l2_size_is_read_from_sysfs(tmp_path):
+    def cache(name, level, kind, size):
+        d = tmp_path / name
+        d.mkdir(parents=True)
+        for f, v in (("level", level), ("type", kind), ("size", size)):
+            (d / f).write_text(v + "\n")
+
+    assert products.l2_bytes(tmp_path / "none") is None
+    cache("a/index0", "1", "Data", "48K")
+    cache("a/index1", "1", "Instruction", "64K")
+    cache("a/index2", "2", "Unified", "2048K")
+    assert products.l2_bytes(tmp_path / "a") == 2 << 20
+    cache("b/index0", "2", "Unified", "1M")
+    assert products.l2_bytes(tmp_path / "b") == 1 << 20
+    cache("c/index0", "2", "Unified", "garbage")
+    cache("d/index0", "2", "Instruction", "512K")
+    assert products.l2_bytes(tmp_path / "c") is None and products.l2_bytes(tmp_path / "d") is None
