@@ -329,8 +329,10 @@ def test_a_worker_that_dies_mid_fit_is_survived(client):
     reference = nbmlp.MLP((4, 5, 3), seed=9, loss="cross_entropy")
     reference.fit(chunked(X, 25), chunked(T, 25), epochs=6, **options)
 
-    victim = sorted(client.scheduler_info()["workers"])[0]
-    pid = client.run(os.getpid, workers=[victim])[victim]
+    client.wait_for_workers(2, timeout=120)
+    pids = client.run(os.getpid)  # {worker address: pid}, asked of every worker
+    victim = sorted(pids)[0]
+    pid = pids[victim]
 
     def kill(epoch, loss):
         if epoch == 2:
