@@ -130,14 +130,14 @@ def l2_bytes(cache_dir="/sys/devices/system/cpu/cpu0/cache"):
     return None
 
 
-def blocking_for(dtype, vector_bytes, registers, l2_bytes) -> tuple:
+def blocking_for(dtype, vector_bytes, registers, l2) -> tuple:
     """(MR, NR, KC, MC, NB) for ``dtype`` on a target with ``registers`` vectors of ``vector_bytes``.
 
     The register tile holds MR x NV accumulator vectors, plus NV vectors of B and one
     broadcast: 8 x 3 (28 registers) with 32 registers, 6 x 2 (15) with 16, as in BLIS's
     Skylake-X and Haswell kernels.  A tile larger than the register file would spill
     its accumulators on every term.  NB: 1 MiB of packed B with KC = 256, half of the
-    measured 2 MiB L2, and less in proportion to a smaller ``l2_bytes`` (None: unknown).
+    measured 2 MiB L2, and less in proportion to a smaller ``l2`` (bytes; None: unknown).
     """
     dtype = np.dtype(dtype)
     lanes = vector_bytes // dtype.itemsize
@@ -146,8 +146,8 @@ def blocking_for(dtype, vector_bytes, registers, l2_bytes) -> tuple:
     KC = 256
     MC = 1024 // MR * MR
     NB = 480 * 8 // dtype.itemsize
-    if l2_bytes is not None and l2_bytes < MEASURED_L2_BYTES:
-        NB = max(NR, NB * l2_bytes // MEASURED_L2_BYTES // NR * NR)
+    if l2 is not None and l2 < MEASURED_L2_BYTES:
+        NB = max(NR, NB * l2 // MEASURED_L2_BYTES // NR * NR)
     assert NB % NR == 0
     return MR, NR, KC, MC, NB
 
