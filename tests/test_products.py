@@ -244,17 +244,29 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+#: What SCRIPT reports about its run besides the products' results.
+SCRIPT_FACTS = ("threads", "vector_bytes", "tiles", "nb")
+
+
+def run_script(out, *args, env=None, drop=()):
+    """SCRIPT's npz, run in a child with ``os.environ`` less ``drop``, plus ``env``."""
+    base = {k: v for k, v in os.environ.items() if k not in drop}
+    subprocess.run([sys.executable, "-c", SCRIPT, str(out), *args], env={**base, **(env or {})}, check=True,
+                   timeout=900)
+    return np.load(out)
+
+
+def assert_same_products(a, b):
+    for key in a.files:
+        if key not in SCRIPT_FACTS:
+            assert np.array_equal(a[key], b[key]), key
+
+
 def test_bit_identical_with_numba_num_threads_1_and_2(tmp_path):
-    results = {}
-    for threads in (1, 2):
-        out = tmp_path / f"threads{threads}.npz"
-        env = {**os.environ, "NUMBA_NUM_THREADS": str(threads)}
-        subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env, check=True, timeout=900)
-        results[threads] = np.load(out)
+    results = {threads: run_script(tmp_path / f"threads{threads}.npz", env={"NUMBA_NUM_THREADS": str(threads)})
+               for threads in (1, 2)}
     assert int(results[1]["threads"]) == 1 and int(results[2]["threads"]) == 2
-    for key in results[1].files:
-        if key not in ("threads", "vector_bytes", "tiles", "nb"):
-            assert np.array_equal(results[1][key], results[2][key]), key
+    assert_same_products(results[1], results[2])
 
 
 #: x86-64 targets without AVX-512 (Numba's NUMBA_CPU_NAME, NUMBA_CPU_FEATURES), compiled and run on this
@@ -278,18 +290,13 @@ def test_tile_fits_the_target_and_the_bits_do_not_change(target, tmp_path):
     needed = [f[1:] for f in features.split(",") if f.startswith("+")]
     if platform.machine().lower() not in ("x86_64", "amd64") or not all(host.get(f, False) for f in needed):
         pytest.skip(f"this machine cannot run {target} code")
-    results = {}
-    for name, extra in (("native", {}), (target, {"NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features})):
-        out = tmp_path / f"{name}.npz"
-        env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
-        subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env={**env, **extra}, check=True, timeout=900)
-        results[name] = np.load(out)
-    other = results[target]
+    drop = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")
+    native = run_script(tmp_path / "native.npz", drop=drop)
+    other = run_script(tmp_path / f"{target}.npz", drop=drop,
+                       env={"NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features})
     assert int(other["vector_bytes"]) == vector_bytes
     assert other["tiles"].tolist() == [tile64, tile32]
-    for key in results["native"].files:
-        if key not in ("threads", "vector_bytes", "tiles", "nb"):
-            assert np.array_equal(results["native"][key], other[key]), key
+    assert_same_products(native, other)
 
 
 def test_block_of_b_shrinks_with_the_l2_and_the_bits_do_not_change(tmp_path):
@@ -303,19 +310,12 @@ def test_block_of_b_shrinks_with_the_l2_and_the_bits_do_not_change(tmp_path):
             nb = products.blocking_for(dtype, vb, regs, l2)[4]
             assert nb % NR == 0 and NR <= nb <= max(NR, NB * l2 // products.MEASURED_L2_BYTES), (l2, nb)
     assert products.blocking_for(np.float64, 64, 32, 512 << 10)[4] == 120  # 1/4 of the L2: 1/4 of 480
-    results = {}
+    native = run_script(tmp_path / "native.npz")
     fresh = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}  # nothing compiled with the native block sizes
-    for name, args, extra in (("native", [], {}), ("small", [str(256 << 10)], fresh)):
-        out = tmp_path / f"{name}.npz"
-        subprocess.run([sys.executable, "-c", SCRIPT, str(out), *args], env={**os.environ, **extra}, check=True,
-                       timeout=900)
-        results[name] = np.load(out)
-    assert results["small"]["nb"].tolist() == [products.blocking_for(d, vb, regs, 256 << 10)[4]
-                                               for d in (np.float64, np.float32)]
-    assert results["small"]["nb"].tolist() != results["native"]["nb"].tolist()
-    for key in results["native"].files:
-        if key not in ("threads", "vector_bytes", "tiles", "nb"):
-            assert np.array_equal(results["native"][key], results["small"][key]), key
+    small = run_script(tmp_path / "small.npz", str(256 << 10), env=fresh)
+    assert small["nb"].tolist() == [products.blocking_for(d, vb, regs, 256 << 10)[4] for d in (np.float64, np.float32)]
+    assert small["nb"].tolist() != native["nb"].tolist()
+    assert_same_products(native, small)
 
 
 def test_l2_size_is_read_from_sysfs(tmp_path):
