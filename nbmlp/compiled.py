@@ -822,7 +822,7 @@ class CompiledRun:
         dims = list(zip(net.sizes[:-1], net.sizes[1:]))
         rows = max(B, self.Hv.shape[0])
         largest = max(max(rows * a * b for a, b in dims) // PACKED_MACS_PER_WORK,
-                      rows * max(net.sizes[1:]) * EXP_WORK, max(p.size for p in self.params) * DIV_WORK)
+                      rows * max(net.sizes[1:]) * EXP_WORK, max(sizes) * DIV_WORK)
         self.parallel = parallel.use_parallel(largest)
         self.train_steps = train_steps if self.parallel else SERIAL_DRIVERS["train_steps"]
         shapes = [(rows, b, a) for a, b in dims] + [(a, b, rows) for a, b in dims] + [(rows, a, b) for a, b in dims]

@@ -140,6 +140,11 @@ def blocking_for(dtype, vector_bytes, registers, l2) -> tuple:
     measured 2 MiB L2, and less in proportion to a smaller ``l2`` (bytes; None: unknown).
     """
     dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"blocking_for: dtype must be float32 or float64, got {dtype}")
+    if not (dtype.itemsize <= vector_bytes <= 256 and vector_bytes & (vector_bytes - 1) == 0):
+        raise ValueError(f"blocking_for: vector_bytes must be a power of two from {dtype.itemsize} to 256, "
+                         f"got {vector_bytes}")
     lanes = vector_bytes // dtype.itemsize
     MR, NV = (8, 3) if registers >= 32 else (6, 2)
     NR = NV * lanes
@@ -147,8 +152,8 @@ def blocking_for(dtype, vector_bytes, registers, l2) -> tuple:
     MC = 1024 // MR * MR
     NB = 480 * 8 // dtype.itemsize
     if l2 is not None and l2 < MEASURED_L2_BYTES:
-        NB = max(NR, NB * l2 // MEASURED_L2_BYTES // NR * NR)
-    assert NB % NR == 0
+        NB = NB * l2 // MEASURED_L2_BYTES
+    NB = max(NR, NB // NR * NR)
     return MR, NR, KC, MC, NB
 
 
@@ -667,8 +672,7 @@ def micro_kernel_rate(dtype, seconds: float = 0.2) -> float:
     return 2 * MR * NR * kc * calls / best / 1e9
 
 
-__all__ = ["ALIGN_BYTES", "BLOCKING", "DIRECT_B_MAX_ROWS", "MEASURED_L2_BYTES", "PARALLEL_MIN_MACS", "SMALL_WORK",
-           "VECTOR_BYTES",
-           "VECTOR_REGISTERS", "blocking_for", "l2_bytes", "matmul_nn",
+__all__ = ["ALIGN_BYTES", "BLOCKING", "DIRECT_B_MAX_ROWS", "MEASURED_L2_BYTES", "PARALLEL_MIN_MACS",
+           "SMALL_WORK", "VECTOR_BYTES", "VECTOR_REGISTERS", "blocking_for", "l2_bytes", "matmul_nn",
            "matmul_nn_serial", "matmul_nt", "matmul_nt_serial", "matmul_tn", "matmul_tn_serial",
            "micro_kernel_rate", "workspace", "workspace_size"]

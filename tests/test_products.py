@@ -10,6 +10,7 @@ tolerance relative to Σ_p |a_rp b_pc| (the magnitude of its sum's terms).
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -310,6 +311,14 @@ def test_block_of_b_shrinks_with_the_l2_and_the_bits_do_not_change(tmp_path):
             nb = products.blocking_for(dtype, vb, regs, l2)[4]
             assert nb % NR == 0 and NR <= nb <= max(NR, NB * l2 // products.MEASURED_L2_BYTES), (l2, nb)
     assert products.blocking_for(np.float64, 64, 32, 512 << 10)[4] == 120  # 1/4 of the L2: 1/4 of 480
+    for width, registers, l2 in itertools.product((8, 16, 32, 64, 128, 256), (16, 32), (None, 1 << 20, 1 << 10)):
+        MR, NR, KC, MC, NB = products.blocking_for(np.float32, width, registers, l2)
+        assert NR == (3 if registers == 32 else 2) * width // 4 and NB % NR == 0 and NB >= NR
+    with pytest.raises(TypeError, match="blocking_for: dtype must be float32 or float64, got int8"):
+        products.blocking_for(np.int8, vb, regs, None)
+    for bad in (0, 4, 24, 512):
+        with pytest.raises(ValueError, match="blocking_for: vector_bytes must be a power of two from 8 to 256"):
+            products.blocking_for(np.float64, bad, regs, None)
     native = run_script(tmp_path / "native.npz")
     fresh = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}  # nothing compiled with the native block sizes
     small = run_script(tmp_path / "small.npz", str(256 << 10), env=fresh)
