@@ -292,17 +292,21 @@ def implementations(sizes, X, T, lr, dtype, *, torch=True, jax=True, engines=KER
 # ---------------------------------------------------------------------------
 
 
-def _calibrate(run, max_seconds) -> tuple:
+def _calibrate(run, max_seconds, epochs=None) -> tuple:
     """First call time (compile or cache load), then epochs per repeat so one repeat lasts MIN_REPEAT_SECONDS.
 
     The epochs are found by timing whole repeats (doubling), not by scaling one epoch's time: a call's
     fixed cost (argument checks, setting up the run: ~1 ms for ``MLP.fit``) would otherwise be
-    divided by too few epochs and reported as epoch time.
+    divided by too few epochs and reported as epoch time.  ``epochs``: that many per repeat instead.
     """
     t = time.perf_counter()
     run(1)
     first = time.perf_counter() - t
     run(2)  # warm: anything compiled lazily for a second call
+    if epochs is not None:
+        t = time.perf_counter()
+        run(epochs)
+        return first, epochs, (time.perf_counter() - t) / epochs
     epochs = 1
     while True:
         t = time.perf_counter()
@@ -313,12 +317,17 @@ def _calibrate(run, max_seconds) -> tuple:
         epochs = min(100000, max(2 * epochs, int(epochs * MIN_REPEAT_SECONDS / seconds)))
 
 
-def time_round_robin(runners: dict, repeats: int, slow_seconds: float = 1.0) -> dict:
-    """Median seconds per epoch of each runner, timed one repeat of each at a time."""
+def time_round_robin(runners: dict, repeats: int, slow_seconds: float = 1.0, epochs: int | None = None) -> dict:
+    """Median seconds per epoch of each runner, timed one repeat of each at a time.
+
+    A repeat is one call of a runner, for ``epochs`` epochs (None: as many as last MIN_REPEAT_SECONDS).
+    """
+    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"time_round_robin: epochs must be a positive integer or None, got {epochs!r}")
     plan = {}
     for name, run in runners.items():
-        first, epochs, one = _calibrate(run, slow_seconds)
-        plan[name] = {"first_call_s": first, "epochs_per_repeat": epochs,
+        first, epochs_per_repeat, one = _calibrate(run, slow_seconds, epochs)
+        plan[name] = {"first_call_s": first, "epochs_per_repeat": epochs_per_repeat,
                       "repeats": repeats if one < slow_seconds else max(2, repeats // 3), "times": []}
     for r in range(repeats):
         for name, run in runners.items():

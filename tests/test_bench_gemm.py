@@ -47,13 +47,17 @@ def test_epoch_table_judges_each_target_on_the_spread_of_the_repeats():
     epoch = {  # seconds per epoch of each repeat; fit clears numpy's 1.5x in every pairing, torch overlaps
         "fit": [10 * ms, 10.5 * ms, 11 * ms], "tuned": [12 * ms, 12.5 * ms, 13 * ms],
         "numpy": [18 * ms, 21 * ms, 22 * ms], "torch": [10.2 * ms, 10.4 * ms, 11.9 * ms]}
-    e = {k: {"median_s": sorted(v)[1], "times": v, "median_1_s": sorted(v)[1], "times_1": v} for k, v in epoch.items()}
+    e = {k: {"median_s": sorted(v)[1], "times": v, "median_1_s": sorted(v)[1], "times_1": v,
+             "median_call_s": 2 * sorted(v)[1], "times_call": [2 * t for t in v]} for k, v in epoch.items()}
     result = {"machine": {"cpu": "test", "logical_cpus": 2, "numba": "0", "numba_threads": 2, "blas": [],
                           "openblas_env": {}},
               "peak": {"float64": 100.0}, "peak_how": "test", "cores": 2, "kernel_ceiling": {"float64": 40.0},
               "products": [], "epoch": {"float64": e}}
     md = gemm.markdown(result)
-    row = next(line for line in md.splitlines() if line.startswith("| float64 | all |"))
+    rows = [line for line in md.splitlines() if line.startswith("| float64 |")]
+    assert [r.split("|")[2].strip() for r in rows] == [label for label, _, _ in gemm.EPOCH_ROWS]
+    assert "| 21.0 ms |" in rows[0] and "| 42.0 ms |" in rows[1]  # numpy's median, per epoch; of the 1-epoch calls
+    row = rows[0]
     cells = [c.strip() for c in row.strip("|").split("|")]
     header = next(line for line in md.splitlines() if line.startswith("| dtype | threads |"))
     columns = [c.strip() for c in header.strip("|").split("|")]

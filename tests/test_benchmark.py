@@ -84,3 +84,16 @@ def test_training_benchmark_refuses_an_only_that_names_no_row():
     assert done.returncode == 2
     assert "--only: no row name contains 'no such row'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_round_robin_runs_each_repeat_for_the_epochs_asked(monkeypatch):
+    monkeypatch.setattr(benchmark, "PAUSE_SECONDS", 0.0)
+    calls = {"a": [], "b": []}
+    runners = {name: (lambda epochs, name=name: calls[name].append(epochs)) for name in calls}
+    plan = benchmark.time_round_robin(runners, 3, epochs=5)
+    for name, p in plan.items():
+        assert calls[name] == [1, 2, 5, 5, 5, 5]  # first call, warm call, the plan's call, 3 repeats
+        assert p["epochs_per_repeat"] == 5 and len(p["times"]) == 3
+    for bad in (0, -1, 2.5, "5"):
+        with pytest.raises(ValueError, match="time_round_robin: epochs must be a positive integer or None"):
+            benchmark.time_round_robin(runners, 3, epochs=bad)
