@@ -268,6 +268,7 @@ class Trainer:
         self.optimizer = make_optimizer(optimizer, engine=net.engine, momentum=momentum, beta1=beta1,
                                         beta2=beta2, epsilon=epsilon, sgd_update=net.ops.sgd_update)
         self._update_ops = update_kernels(net.engine)
+        self._flat_moments = {}  # state name -> (the optimizer's list, its arrays, the flat vector they view)
 
         self.loss_history: list[float] = []
         self.validation_loss_history: list[float] = []
@@ -288,11 +289,13 @@ class Trainer:
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_update_ops")
+        state["_flat_moments"] = {}  # a copy's state arrays no longer view the flat vectors
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._update_ops = update_kernels(self.net.engine)
+        self.__dict__.setdefault("_flat_moments", {})
 
     # -- state on the net ----------------------------------------------------------
 
@@ -308,28 +311,36 @@ class Trainer:
     def _moments(self):
         """The optimizer's state as flat vectors in the layout W_1, b_1, W_2, ... (zeros if not started).
 
-        The Python optimizer keeps one array per parameter in the order of ``net.W + net.b``.
+        The Python optimizer keeps one array per parameter in the order of ``net.W + net.b``.  When
+        those arrays are still the views :meth:`_set_moments` made, the flat vector they view is
+        returned itself (the compiled loop updates it in place); otherwise a new one is assembled.
         """
         opt, total, L = self.optimizer, sum(self._param_sizes()), self.net.n_layers
-        lists = {"velocity": getattr(opt, "velocity", None), "first_moment": getattr(opt, "m1", None),
-                 "second_moment": getattr(opt, "m2", None)}
         out = []
-        for name in STATE_ARRAYS[self.optimizer_name]:
-            parts = lists[name]
-            if parts and len(parts) == 2 * L:
+        for name, attribute in zip(STATE_ARRAYS[self.optimizer_name], opt.rule.state, strict=True):
+            parts = getattr(opt, attribute, None)
+            known = self._flat_moments.get(name)
+            if known is not None and parts is known[0] and len(parts) == len(known[1]) and all(
+                    a is b for a, b in zip(parts, known[1], strict=True)):
+                out.append(known[2])
+            elif parts and len(parts) == 2 * L:
                 out.append(np.concatenate([a.reshape(-1) for l in range(L) for a in (parts[l], parts[L + l])]
-                                          ).astype(self.net.dtype))
+                                          ).astype(self.net.dtype, copy=False))
             else:
                 out.append(np.zeros(total, self.net.dtype))
         return out
 
-    def _set_moments(self, vectors):
+    def _set_moments(self, vectors, *, copy=True):
+        """Make the optimizer's state arrays views of flat vectors: copies of ``vectors``, or (``copy=False``)
+        the vectors themselves where they are already contiguous in the net's dtype."""
         opt, L = self.optimizer, self.net.n_layers
         offsets = np.cumsum([0] + self._param_sizes())
-        for name, flat in zip(STATE_ARRAYS[self.optimizer_name], vectors, strict=True):
-            pieces = [np.array(flat[a:b], dtype=self.net.dtype) for a, b in zip(offsets[:-1], offsets[1:])]
+        for name, attribute, flat in zip(STATE_ARRAYS[self.optimizer_name], opt.rule.state, vectors, strict=True):
+            flat = np.array(flat, dtype=self.net.dtype) if copy else np.ascontiguousarray(flat, self.net.dtype)
+            pieces = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
             parts = [pieces[2 * l] for l in range(L)] + [pieces[2 * l + 1] for l in range(L)]
-            setattr(opt, {"velocity": "velocity", "first_moment": "m1", "second_moment": "m2"}[name], parts)
+            setattr(opt, attribute, parts)
+            self._flat_moments[name] = (parts, tuple(parts), flat)
 
     def load_state(self):
         """Continue from net.optimizer_state when it belongs to this optimizer and these parameter sizes."""
@@ -358,7 +369,9 @@ class Trainer:
                  "best_validation_score": float(self.best_validation_score),
                  "no_improvement": int(self._no_improvement), "seed": repr(self.seed),
                  "shuffle_state": json.dumps(self.rng.bit_generator.state)}
-        for name, flat in zip(STATE_ARRAYS[self.optimizer_name], self._moments(), strict=True):
+        moments = self._moments()
+        self._set_moments(moments, copy=False)  # the optimizer's arrays view what the net now holds
+        for name, flat in zip(STATE_ARRAYS[self.optimizer_name], moments, strict=True):
             state[name] = flat
         self.net.optimizer_state = state
 
@@ -638,7 +651,7 @@ class Trainer:
         finally:
             interrupt.uninstall()
             run.close()
-            self._set_moments([s1, s2][:len(STATE_ARRAYS[self.optimizer_name])])
+            self._set_moments([s1, s2][:len(STATE_ARRAYS[self.optimizer_name])], copy=False)
 
     def _run_python(self, X, T, w, validation, epochs):
         """The reference twin: the same steps in Python, one engine kernel per formula."""

@@ -10,6 +10,7 @@ a test costs compile time, not arithmetic.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -259,6 +260,30 @@ def test_optimizer_state_is_plain_data(rng):
     assert all(isinstance(v, (np.ndarray, int, float, str)) for v in state.values())
     assert state["first_moment"].shape == (sum(p.size for p in net.W + net.b),)
     assert state["step"] == 3 * 3
+
+
+@pytest.mark.parametrize("compiled_loop", [True, False])
+def test_a_run_hands_its_state_on_without_copying_and_never_changes_a_stored_one(compiled_loop, rng):
+    """The optimizer's moments view the flat vectors net.optimizer_state holds; the next run starts from a copy."""
+    X, T = _data(rng, (3, 4, 2), 10, "half_sse")
+    net = nbmlp.MLP((3, 4, 2), seed=5)
+    trainer = Trainer(net, optimizer="adam", lr=0.05, batch_size=4, seed=1, compiled=compiled_loop)
+    trainer.run(X, T, 3)
+    first = net.optimizer_state
+    kept = {k: first[k].copy() for k in ("first_moment", "second_moment")}
+    assert np.shares_memory(trainer.optimizer.m1[0], first["first_moment"])
+    assert np.shares_memory(trainer.optimizer.m2[-1], first["second_moment"])
+    trainer.run(X, T, 3)
+    for k, v in kept.items():
+        np.testing.assert_array_equal(first[k], v, err_msg=f"the first run's {k} changed")
+    assert not np.array_equal(net.optimizer_state["first_moment"], kept["first_moment"])
+    assert net.optimizer_state["step"] == 2 * 3 * 3
+    # a pickled trainer's moments are its own arrays: what is written into them is what it stores
+    clone = pickle.loads(pickle.dumps(trainer))
+    clone.optimizer.m1[0][:] = 0.25
+    clone.store_state()
+    assert np.all(clone.net.optimizer_state["first_moment"][:net.W[0].size] == 0.25)
+    assert not np.any(net.optimizer_state["first_moment"] == 0.25)
 
 
 @pytest.mark.parametrize("history, expected", [("none", []), (3, [3, 6, 9]), ("epoch", list(range(1, 11)))])
