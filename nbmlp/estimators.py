@@ -46,7 +46,7 @@ from . import distributed, exceptions, ops
 from .engines import get_engine
 from .network import MLP
 from .training import Trainer
-from .validation import check_dtype
+from .validation import all_finite, check_dtype
 
 #: ``batch_size="auto"`` means min(AUTO_BATCH_SIZE, n_samples), as in scikit-learn.
 AUTO_BATCH_SIZE = 200
@@ -149,14 +149,17 @@ def _check_feature_names(estimator, X, *, reset):
 
 
 def _check_finite(arr, name):
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not all_finite(arr):
         if np.isnan(arr).any():
             raise ValueError(f"Input {name} contains NaN.")
         raise ValueError(f"Input {name} contains infinity or a value too large for {arr.dtype!r}.")
 
 
 def _as_float_array(X, name, dtype):
-    """X as a 2-D finite array of ``dtype`` (numbers, numeric object arrays, data frames); sparse refused."""
+    """X as a 2-D finite array of ``dtype`` (numbers, numeric object arrays, data frames); sparse refused.
+
+    X itself when it is already a C-contiguous ndarray of ``dtype``; otherwise a converted copy.
+    """
     if X is None:
         raise ValueError(f"Expected 2D array, got None instead: {name} is required")
     if _is_sparse(X):
@@ -173,7 +176,7 @@ def _as_float_array(X, name, dtype):
             arr = arr.astype(np.float64)
         except TypeError as exc:  # e.g. a dict in a cell
             raise TypeError(f"{name} must hold numbers: {exc}") from exc
-        except ValueError as exc:  # e.g. a string that is not a number
+        except (ValueError, OverflowError) as exc:  # a string that is not a number, an int beyond float64
             raise ValueError(f"{name} must hold numbers: {exc}") from exc
     elif arr.dtype.kind not in "biuf":
         raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype}")
@@ -191,9 +194,11 @@ def _as_float_array(X, name, dtype):
     if arr.shape[1] == 0:
         raise ValueError(f"Found array with 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
     _check_finite(arr, name)
+    if type(arr) is np.ndarray and arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.aligned:
+        return arr  # only read: training and prediction copy what they keep
     with np.errstate(over="ignore"):
         out = np.array(arr, dtype=dtype, order="C")
-    if not np.isfinite(out).all():
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > out.dtype.itemsize and not all_finite(out):
         raise ValueError(f"Input {name} contains a value too large for {np.dtype(dtype)!r}.")
     return out
 

@@ -154,6 +154,19 @@ def check_activations(activation, output_activation, n_layers: int, loss: ops.Lo
     return tuple(names)
 
 
+def all_finite(a: np.ndarray) -> bool:
+    """True when every element of the floating-point array ``a`` is finite.
+
+    One summing pass without temporaries: NaN and infinities propagate through a sum, so a finite
+    total proves every element finite.  Only a non-finite total (a non-finite element, or finite
+    ones whose sum overflows) pays for the exact element-wise test.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(a, axis=None)):
+            return True
+    return bool(np.isfinite(a).all())
+
+
 def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | None = None, *,
                  copy: bool = True) -> np.ndarray:
     """Check a batch matrix and return it as a C-contiguous array of ``dtype``.
@@ -184,7 +197,7 @@ def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | N
         raise ValueError(f"{name} must have {width} columns (shape (n, {width})), got shape {arr.shape}")
     if rows is not None and arr.shape[0] != rows:
         raise ValueError(f"{name} must have n = {rows} rows to match X, got shape {arr.shape}")
-    if kind == "f" and not np.isfinite(arr).all():
+    if kind == "f" and not all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinite values")
     if not copy and type(arr) is np.ndarray and arr.dtype == dtype:
         flags = arr.flags
@@ -192,7 +205,7 @@ def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | N
             return arr
     with np.errstate(over="ignore", invalid="ignore"):  # reported just below, in words
         out = np.array(arr, dtype=dtype, order="C", copy=True)
-    if arr.dtype != dtype and not np.isfinite(out).all():  # e.g. 1e300 or a huge integer cast to float32
+    if arr.dtype != dtype and not all_finite(out):  # e.g. 1e300 or a huge integer cast to float32
         raise ValueError(f"{name} holds values too large to represent in {dtype}")
     return out
 

@@ -368,10 +368,31 @@ def test_classifier_refuses_continuous_y_and_warns_on_a_column_vector():
     (np.array([[1.0, "a"], [2.0, 3.0]], dtype=object), ValueError, "must hold numbers"),
     (np.zeros((0, 2)), ValueError, r"0 sample\(s\)"),
     (np.zeros((4, 0)), ValueError, r"0 feature\(s\)"),
+    (np.array([[1.0, np.nan], [2.0, 3.0]]), ValueError, r"Input X contains NaN\."),
+    (np.array([[1.0, -np.inf], [2.0, 3.0]]), ValueError, r"Input X contains infinity"),
+    (np.array([[np.inf, -np.inf], [2.0, 3.0]]), ValueError, r"Input X contains NaN|Input X contains infinity"),
+    (np.array([[10**400, 1], [2, 3]], dtype=object), ValueError, "X must hold numbers: int too large"),
 ])
 def test_bad_X_is_refused_in_scikit_learns_words(X, error, match):
     with pytest.raises(error, match=match):
         MLPRegressor(hidden_layer_sizes=(2,), max_iter=2).fit(X, np.arange(len(X), dtype=float))
+
+
+def test_X_is_read_in_place_and_left_as_it_was_and_narrowing_overflow_is_refused(rng):
+    X = rng.normal(size=(20, 3))
+    y = X.sum(axis=1)
+    before = X.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for dtype in ("float64", "float32"):
+            reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, batch_size=8, dtype=dtype, random_state=0)
+            reg.fit(X, y).partial_fit(X, y)
+            reg.predict(X)
+    np.testing.assert_array_equal(X, before)
+    big = X.copy()
+    big[3, 1] = 1e300  # finite in float64, infinite in float32
+    with pytest.raises(ValueError, match=r"Input X contains a value too large for dtype\('float32'\)"):
+        MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, dtype="float32").fit(big, y)
 
 
 def test_numeric_object_arrays_are_accepted():
