@@ -12,7 +12,9 @@ A target is "met" only when the whole spread of the repeats clears it
 misses it, otherwise "unclear".  float64 everywhere (scikit-learn's dtype);
 torch gets ``torch.set_num_threads`` equal to numba's thread count.
 
-The last section runs the mini-batch rows (digits, MNIST) beside one CPU-bound
+Then each mini-batch row as a stream: one ``partial_fit`` call per batch of rows, in
+order, nbmlp against scikit-learn (time per call, median over passes; ``--no-stream``
+skips it).  The last section runs the mini-batch rows (digits, MNIST) beside one CPU-bound
 process (a Python busy loop, started here and stopped afterwards) and reports
 the slowdown against the quiet run (target: at most 1.5x).  On 2 cores a row
 that runs in parallel when the machine is quiet can at best run serially beside
@@ -99,6 +101,22 @@ def time_estimator(lib, X, y, row, repeats, epochs):
     return times
 
 
+def time_partial_fit(lib, X, y, row, repeats):
+    """Seconds per ``partial_fit`` call, each call on the next batch of rows (a stream), per pass over X."""
+    _, hidden, solver, batch, lr, _ = row
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = estimator(lib, hidden, solver, batch, lr, 1, len(y))
+        model.partial_fit(X[:batch], y[:batch], classes=np.unique(y))  # warm-up (loads nbmlp's loop)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for s in range(0, len(y), batch):
+                model.partial_fit(X[s:s + batch], y[s:s + batch])
+            times.append((time.perf_counter() - start) / -(-len(y) // batch))
+    return times
+
+
 def time_torch(X, y, row, repeats, epochs, threads):
     import torch
 
@@ -148,6 +166,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats (about a minute)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
     parser.add_argument("--no-busy", action="store_true", help="skip the run beside a busy process")
+    parser.add_argument("--no-stream", action="store_true", help="skip the partial_fit (streaming) rows")
     parser.add_argument("--only", metavar="TEXT", help="only the rows whose name contains TEXT")
     args = parser.parse_args(argv)
     rows = {name: row for name, row in ROWS.items() if args.only is None or args.only.lower() in name.lower()}
@@ -182,6 +201,14 @@ def main(argv=None):
         print(line)
         print(f"{'':32s} " + "; ".join(verdicts) + (f"  NOTE: {note}" if note else ""))
         results[name] = mine
+    for name in [] if args.no_stream else [name for name, row in rows.items() if row[3] != "full"]:
+        row = ROWS[name]
+        X, y, _ = load(row[0])
+        mine = time_partial_fit("nbmlp", X, y, row, repeats)
+        sk = time_partial_fit("sklearn", X, y, row, repeats)
+        low, mid, high = benchmark.ratio_spread(mine, sk)
+        print(f"streaming, {name}: partial_fit per {row[3]}-row call: nbmlp {spread(mine)} | sklearn {spread(sk)}"
+              f"; sklearn / nbmlp {mid:.2f}x ({low:.2f}-{high:.2f})")
     if args.no_busy:
         return
     for name in [name for name, row in rows.items() if row[3] != "full"]:

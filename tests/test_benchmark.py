@@ -97,3 +97,16 @@ def test_round_robin_runs_each_repeat_for_the_epochs_asked(monkeypatch):
     for bad in (0, -1, 2.5, "5"):
         with pytest.raises(ValueError, match="time_round_robin: epochs must be a positive integer or None"):
             benchmark.time_round_robin(runners, 3, epochs=bad)
+
+
+def test_training_benchmark_times_a_stream_of_partial_fit_calls():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_training", ROOT / "bench" / "training.py")
+    training_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(training_bench)
+    X, y = nbmlp.load_iris()
+    row = ("iris", (3,), "adam", 32, 1e-3, (1, 1))
+    for lib in ("nbmlp", "sklearn"):
+        times = training_bench.time_partial_fit(lib, X, y, row, 2)
+        assert len(times) == 2 and all(0.0 < t < 1.0 for t in times), (lib, times)
