@@ -378,7 +378,7 @@ def test_bad_X_is_refused_in_scikit_learns_words(X, error, match):
         MLPRegressor(hidden_layer_sizes=(2,), max_iter=2).fit(X, np.arange(len(X), dtype=float))
 
 
-def test_X_is_read_in_place_and_left_as_it_was_and_narrowing_overflow_is_refused(rng):
+def test_X_is_left_as_it_was_and_narrowing_overflow_is_refused(rng):
     X = rng.normal(size=(20, 3))
     y = X.sum(axis=1)
     before = X.copy()
