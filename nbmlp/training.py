@@ -268,7 +268,7 @@ class Trainer:
         self.optimizer = make_optimizer(optimizer, engine=net.engine, momentum=momentum, beta1=beta1,
                                         beta2=beta2, epsilon=epsilon, sgd_update=net.ops.sgd_update)
         self._update_ops = update_kernels(net.engine)
-        self._flat_moments = {}  # state name -> (the optimizer's list, its arrays, the flat vector they view)
+        self._flat_moments = {}  # state name -> (optimizer attribute, its list, the list's arrays, the flat vector)
 
         self.loss_history: list[float] = []
         self.validation_loss_history: list[float] = []
@@ -308,6 +308,17 @@ class Trainer:
         """Sizes of the parameters in the flat layout W_1, b_1, W_2, b_2, ... of the state vectors."""
         return [a.size for W, b in zip(self.net.W, self.net.b, strict=True) for a in (W, b)]
 
+    def _viewed(self, name):
+        """The flat vector that the optimizer's arrays of state ``name`` are still the views of, or None."""
+        known = self._flat_moments.get(name)
+        if known is None:
+            return None
+        attribute, parts, made, flat = known
+        if getattr(self.optimizer, attribute, None) is parts and len(parts) == len(made) and all(
+                a is b for a, b in zip(parts, made, strict=True)):
+            return flat
+        return None
+
     def _moments(self):
         """The optimizer's state as flat vectors in the layout W_1, b_1, W_2, ... (zeros if not started).
 
@@ -319,10 +330,9 @@ class Trainer:
         out = []
         for name, attribute in zip(STATE_ARRAYS[self.optimizer_name], opt.rule.state, strict=True):
             parts = getattr(opt, attribute, None)
-            known = self._flat_moments.get(name)
-            if known is not None and parts is known[0] and len(parts) == len(known[1]) and all(
-                    a is b for a, b in zip(parts, known[1], strict=True)):
-                out.append(known[2])
+            flat = self._viewed(name)
+            if flat is not None:
+                out.append(flat)
             elif parts and len(parts) == 2 * L:
                 out.append(np.concatenate([a.reshape(-1) for l in range(L) for a in (parts[l], parts[L + l])]
                                           ).astype(self.net.dtype, copy=False))
@@ -333,14 +343,17 @@ class Trainer:
     def _set_moments(self, vectors, *, copy=True):
         """Make the optimizer's state arrays views of flat vectors: copies of ``vectors``, or (``copy=False``)
         the vectors themselves where they are already contiguous in the net's dtype."""
+        names = STATE_ARRAYS[self.optimizer_name]
+        if not names or not copy and all(self._viewed(name) is flat for name, flat in zip(names, vectors, strict=True)):
+            return  # no state, or the arrays already view these vectors
         opt, L = self.optimizer, self.net.n_layers
         offsets = np.cumsum([0] + self._param_sizes())
-        for name, attribute, flat in zip(STATE_ARRAYS[self.optimizer_name], opt.rule.state, vectors, strict=True):
+        for name, attribute, flat in zip(names, opt.rule.state, vectors, strict=True):
             flat = np.array(flat, dtype=self.net.dtype) if copy else np.ascontiguousarray(flat, self.net.dtype)
             pieces = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
             parts = [pieces[2 * l] for l in range(L)] + [pieces[2 * l + 1] for l in range(L)]
             setattr(opt, attribute, parts)
-            self._flat_moments[name] = (parts, tuple(parts), flat)
+            self._flat_moments[name] = (attribute, parts, tuple(parts), flat)
 
     def load_state(self):
         """Continue from net.optimizer_state when it belongs to this optimizer and these parameter sizes."""
