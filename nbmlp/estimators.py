@@ -46,7 +46,7 @@ from . import distributed, exceptions, ops
 from .engines import get_engine
 from .network import MLP
 from .training import Trainer
-from .validation import all_finite, check_dtype
+from .validation import all_finite, check_dtype, usable_in_place
 
 #: ``batch_size="auto"`` means min(AUTO_BATCH_SIZE, n_samples), as in scikit-learn.
 AUTO_BATCH_SIZE = 200
@@ -158,7 +158,8 @@ def _check_finite(arr, name):
 def _as_float_array(X, name, dtype):
     """X as a 2-D finite array of ``dtype`` (numbers, numeric object arrays, data frames); sparse refused.
 
-    X itself when it is already a C-contiguous ndarray of ``dtype``; otherwise a converted copy.
+    X itself when :func:`nbmlp.validation.usable_in_place` (a C-contiguous, writable ndarray of
+    ``dtype``); otherwise a converted copy.
     """
     if X is None:
         raise ValueError(f"Expected 2D array, got None instead: {name} is required")
@@ -194,7 +195,7 @@ def _as_float_array(X, name, dtype):
     if arr.shape[1] == 0:
         raise ValueError(f"Found array with 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
     _check_finite(arr, name)
-    if type(arr) is np.ndarray and arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.aligned:
+    if usable_in_place(arr, dtype):
         return arr  # only read: training and prediction copy what they keep
     with np.errstate(over="ignore"):
         out = np.array(arr, dtype=dtype, order="C")

@@ -167,6 +167,15 @@ def all_finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
+def usable_in_place(a, dtype) -> bool:
+    """True when ``a`` is a plain ndarray of ``dtype``, C-contiguous, aligned and writable: the type the
+    compiled code was compiled for, which a reader may take as it is instead of copying."""
+    if type(a) is not np.ndarray or a.dtype != dtype:
+        return False
+    flags = a.flags
+    return flags.c_contiguous and flags.aligned and flags.writeable
+
+
 def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | None = None, *,
                  copy: bool = True) -> np.ndarray:
     """Check a batch matrix and return it as a C-contiguous array of ``dtype``.
@@ -199,10 +208,8 @@ def check_matrix(a, name: str, width: int | None, dtype: np.dtype, rows: int | N
         raise ValueError(f"{name} must have n = {rows} rows to match X, got shape {arr.shape}")
     if kind == "f" and not all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinite values")
-    if not copy and type(arr) is np.ndarray and arr.dtype == dtype:
-        flags = arr.flags
-        if flags.c_contiguous and flags.aligned and flags.writeable:
-            return arr
+    if not copy and usable_in_place(arr, dtype):
+        return arr
     with np.errstate(over="ignore", invalid="ignore"):  # reported just below, in words
         out = np.array(arr, dtype=dtype, order="C", copy=True)
     if arr.dtype != dtype and not all_finite(out):  # e.g. 1e300 or a huge integer cast to float32
